@@ -1,0 +1,9 @@
+//! The GPU runtime: device discovery, one context and stream per device, the embedded
+//! PTX module, kernel launches, and device-resident tensors.
+
+mod gpu;
+mod gpu_tensor;
+pub mod ptx;
+
+pub use gpu::{Gpu, LaunchGrid};
+pub use gpu_tensor::GpuTensor;

@@ -1,0 +1,102 @@
+//! `Tensor<T>`: data on the CPU (an ndarray) or on a GPU (a [`GpuTensor`]), so that one
+//! call works on either device.
+
+use crate::runtime::GpuTensor;
+use crate::{Device, Element, Error, Result};
+use ndarray::ArrayD;
+
+pub enum Tensor<T: Element> {
+    Cpu(ArrayD<T>),
+    Cuda(GpuTensor<T>),
+}
+
+impl<T: Element> Tensor<T> {
+    /// Places `a` on `device` (a copy to HBM for `Device::Cuda`).
+    pub fn from_array(a: ArrayD<T>, device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Tensor::Cpu(a)),
+            Device::Cuda(_) => Ok(Tensor::Cuda(GpuTensor::from_array(&device.gpu()?, &a)?)),
+        }
+    }
+
+    /// The data as an ndarray (a copy from HBM for a GPU tensor).
+    pub fn to_array(&self) -> Result<ArrayD<T>> {
+        match self {
+            Tensor::Cpu(a) => Ok(a.clone()),
+            Tensor::Cuda(g) => g.to_array(),
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Tensor::Cpu(a) => a.shape(),
+            Tensor::Cuda(g) => g.shape(),
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            Tensor::Cpu(_) => Device::Cpu,
+            Tensor::Cuda(g) => Device::Cuda(g.gpu().ordinal()),
+        }
+    }
+
+    pub fn dtype(&self) -> crate::DType {
+        T::DTYPE
+    }
+
+    pub(crate) fn as_cpu(&self) -> Option<&ArrayD<T>> {
+        match self {
+            Tensor::Cpu(a) => Some(a),
+            Tensor::Cuda(_) => None,
+        }
+    }
+
+    pub(crate) fn as_gpu(&self) -> Option<&GpuTensor<T>> {
+        match self {
+            Tensor::Cuda(g) => Some(g),
+            Tensor::Cpu(_) => None,
+        }
+    }
+}
+
+/// Argument checks shared by the operations.
+pub(crate) mod check {
+    use super::*;
+
+    /// `arg` is on `device`.
+    pub fn same_device(arg: &'static str, got: Device, device: Device) -> Result<()> {
+        if got != device {
+            return Err(Error::DeviceMismatch { arg, got: got.to_string(), expected: device.to_string() });
+        }
+        Ok(())
+    }
+
+    /// `arg` has element type `expected`.
+    pub fn dtype<W: Element>(arg: &'static str, expected: crate::DType) -> Result<()> {
+        if W::DTYPE != expected {
+            return Err(Error::DType { arg, got: W::DTYPE, expected: expected.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Every dimension of `arg` is at least 1 and it has at least `min_rank` of them.
+    pub fn nonempty(arg: &'static str, shape: &[usize], min_rank: usize) -> Result<()> {
+        if shape.len() < min_rank || shape.contains(&0) {
+            return Err(Error::Shape {
+                arg,
+                got: shape.to_vec(),
+                expected: format!("at least {min_rank} dimension(s), each of size >= 1"),
+            });
+        }
+        Ok(())
+    }
+
+    /// `arg` has exactly shape `expected`.
+    pub fn shape(arg: &'static str, shape: &[usize], expected: &[usize]) -> Result<()> {
+        if shape != expected {
+            return Err(Error::Shape { arg, got: shape.to_vec(), expected: format!("{expected:?}") });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! The device layer: a thin, typed skin over PTX so that a kernel reads as its
+//! algorithm. Each type says which memory a value lives in:
+//!
+//! - [`hbm`]: `Hbm<T>` / `HbmMut<T>`, pointers into device memory (HBM), 16-byte vector
+//!   loads and stores, read-only loads through the non-coherent path.
+//! - [`sram`]: `Sram`, a region of the dynamic shared-memory arena at an offset the
+//!   kernel's `const` layout fixes; 32-bit shared addresses for `ld.shared`, `ldmatrix`,
+//!   `cp.async`.
+//! - [`frag`]: register fragments of the tensor-core operands, fixed arrays indexed only
+//!   by constants so they stay in registers; [`mma`] multiplies them.
+//! - [`thread`], [`warp`], [`math`], [`pack`], [`cp_async`], [`ldmatrix`], [`atomic`].
+//!
+//! Each wrapper's doc line names the PTX it emits.
+
+pub mod atomic;
+pub mod cp_async;
+pub mod elem;
+pub mod frag;
+pub mod hbm;
+pub mod ldmatrix;
+pub mod math;
+pub mod mma;
+pub mod pack;
+pub mod sram;
+pub mod thread;
+pub mod warp;
+
+pub use elem::{Bf16, Elem, F16, TensorElem};
+pub use frag::{FragA, FragB, FragC};
+pub use hbm::{Hbm, HbmMut};
+pub use sram::Sram;

@@ -1,0 +1,64 @@
+//! Thread, warp and block indices; barriers.
+
+use core::arch::asm;
+use core::arch::nvptx;
+
+/// `mov.u32 %r, %tid.x`
+#[inline(always)]
+pub fn tid() -> u32 {
+    unsafe { nvptx::_thread_idx_x() as u32 }
+}
+
+/// `mov.u32 %r, %ntid.x`
+#[inline(always)]
+pub fn block_threads() -> u32 {
+    unsafe { nvptx::_block_dim_x() as u32 }
+}
+
+/// `mov.u32 %r, %ctaid.x`
+#[inline(always)]
+pub fn block_x() -> u32 {
+    unsafe { nvptx::_block_idx_x() as u32 }
+}
+
+/// `mov.u32 %r, %ctaid.y`
+#[inline(always)]
+pub fn block_y() -> u32 {
+    unsafe { nvptx::_block_idx_y() as u32 }
+}
+
+/// `mov.u32 %r, %ctaid.z`
+#[inline(always)]
+pub fn block_z() -> u32 {
+    unsafe { nvptx::_block_idx_z() as u32 }
+}
+
+/// `mov.u32 %r, %nctaid.x`
+#[inline(always)]
+pub fn grid_x() -> u32 {
+    unsafe { nvptx::_grid_dim_x() as u32 }
+}
+
+/// Lane within the warp (tid % 32; blocks are 1-D in this crate).
+#[inline(always)]
+pub fn lane() -> u32 {
+    tid() % 32
+}
+
+/// Warp within the block (tid / 32).
+#[inline(always)]
+pub fn warp() -> u32 {
+    tid() / 32
+}
+
+/// `bar.sync 0;` — every thread of the block, and their shared-memory accesses.
+#[inline(always)]
+pub fn sync_threads() {
+    unsafe { asm!("bar.sync 0;", options(nostack)) }
+}
+
+/// `bar.sync id, n;` — a named barrier among `n` threads (a multiple of 32).
+#[inline(always)]
+pub fn sync_named(id: u32, n: u32) {
+    unsafe { asm!("bar.sync {0}, {1};", in(reg32) id, in(reg32) n, options(nostack)) }
+}

@@ -1,0 +1,26 @@
+//! Unit-test kernels for the device primitives, each checked against a CPU model by the
+//! GPU tests in `tests/gpu_primitives.rs`.
+
+#[cfg(target_arch = "nvptx64")]
+mod kernel;
+
+/// Launch parameters shared by every self-test kernel; the meaning of each address is
+/// given on the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SelftestParams {
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+    pub d: u64,
+    pub n: u32,
+    pub _pad: u32,
+}
+
+/// selftest_cp_async: bytes copied (two groups of half each), 256 threads x 16 bytes x 2.
+pub const CP_ASYNC_BYTES: u32 = 8192;
+/// selftest_warp: threads in the block (8 warps) and f32 outputs per thread.
+pub const WARP_TEST_THREADS: u32 = 256;
+pub const WARP_TEST_OUTPUTS: u32 = 10;
+/// SRAM each self-test asks for (the largest of them).
+pub const SELFTEST_SMEM_BUDGET: u32 = CP_ASYNC_BYTES;

@@ -11,6 +11,7 @@
 //! Every public operation validates its arguments first and returns a typed [`Error`]
 //! naming the argument, what was given and what was expected.
 
+pub mod attention;
 pub mod device;
 pub mod element;
 pub mod error;

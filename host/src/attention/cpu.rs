@@ -1,0 +1,1 @@
+//! CPU path of the attention forward: the GPU kernel's tiled algorithm.

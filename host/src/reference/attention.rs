@@ -1,0 +1,1 @@
+//! Attention reference in f64 (materialises the full score matrix).

@@ -23,6 +23,7 @@ pub mod tensor;
 pub use device::Device;
 pub use element::Element;
 pub use error::{Error, Result};
+pub use flashscan_kernels as kernels;
 pub use flashscan_kernels::dtype::DType;
 pub use half::{bf16, f16};
 pub use runtime::GpuTensor;

@@ -10,26 +10,31 @@ pub struct KernelInfo {
     pub name: &'static str,
     /// Most dynamic shared memory (bytes) any launch of this kernel requests.
     pub smem_budget: u32,
-    /// Whether the kernel must contain tensor-core instructions (`mma`).
-    pub uses_mma: bool,
+    /// Instructions the kernel's PTX must contain (the PTX test checks them), e.g. the
+    /// tensor-core `mma.sync` a kernel would silently lose if a wrapper stopped inlining.
+    pub must_contain: &'static [&'static str],
 }
 
-const fn k(name: &'static str, smem_budget: u32, uses_mma: bool) -> KernelInfo {
-    KernelInfo { name, smem_budget, uses_mma }
+const fn k(name: &'static str, smem_budget: u32, must_contain: &'static [&'static str]) -> KernelInfo {
+    KernelInfo { name, smem_budget, must_contain }
 }
+
+const MMA: &str = "mma.sync.aligned.m16n8k16.row.col.f32";
+const LDMATRIX: &str = "ldmatrix.sync.aligned";
+const CP_ASYNC: &str = "cp.async.cg.shared.global";
 
 pub const KERNELS: &[KernelInfo] = &[
-    k("layernorm_fwd_f32", NORM_SMEM_BUDGET, false),
-    k("layernorm_fwd_bf16", NORM_SMEM_BUDGET, false),
-    k("layernorm_fwd_f16", NORM_SMEM_BUDGET, false),
-    k("rmsnorm_fwd_f32", NORM_SMEM_BUDGET, false),
-    k("rmsnorm_fwd_bf16", NORM_SMEM_BUDGET, false),
-    k("rmsnorm_fwd_f16", NORM_SMEM_BUDGET, false),
-    k("selftest_ldmatrix", SELFTEST_SMEM_BUDGET, false),
-    k("selftest_mma_bf16", SELFTEST_SMEM_BUDGET, true),
-    k("selftest_mma_f16", SELFTEST_SMEM_BUDGET, true),
-    k("selftest_cp_async", SELFTEST_SMEM_BUDGET, false),
-    k("selftest_warp", SELFTEST_SMEM_BUDGET, false),
+    k("layernorm_fwd_f32", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
+    k("layernorm_fwd_bf16", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
+    k("layernorm_fwd_f16", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
+    k("rmsnorm_fwd_f32", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
+    k("rmsnorm_fwd_bf16", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
+    k("rmsnorm_fwd_f16", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
+    k("selftest_ldmatrix", SELFTEST_SMEM_BUDGET, &[LDMATRIX]),
+    k("selftest_mma_bf16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),
+    k("selftest_mma_f16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),
+    k("selftest_cp_async", SELFTEST_SMEM_BUDGET, &[CP_ASYNC, "cp.async.wait_group"]),
+    k("selftest_warp", SELFTEST_SMEM_BUDGET, &["shfl.sync.bfly", "ex2.approx"]),
 ];
 
 /// The budget of `name`, if it is a kernel of this crate.

@@ -9,6 +9,7 @@ use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaStream};
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Grid dimensions of a launch.
@@ -38,6 +39,7 @@ pub struct Gpu {
     module: sys::CUmodule,
     functions: Mutex<HashMap<String, Function>>,
     sync_each_launch: bool,
+    poison_outputs: AtomicBool,
 }
 
 // The module and function handles are plain driver handles, usable from any thread once
@@ -97,6 +99,7 @@ impl Gpu {
             module,
             functions: Mutex::new(HashMap::new()),
             sync_each_launch: std::env::var_os("FLASHSCAN_SYNC_LAUNCHES").is_some_and(|v| v != "0"),
+            poison_outputs: AtomicBool::new(false),
         })
     }
 
@@ -124,6 +127,16 @@ impl Gpu {
     }
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
+    }
+
+    /// When on, every output buffer an operation allocates is filled with 0xFF bytes (NaN
+    /// in f32, bf16 and f16) before the kernel runs, so a test sees any element a kernel
+    /// failed to write. Off by default (it costs a memset per output).
+    pub fn set_poison_outputs(&self, on: bool) {
+        self.poison_outputs.store(on, Ordering::Relaxed);
+    }
+    pub fn poison_outputs(&self) -> bool {
+        self.poison_outputs.load(Ordering::Relaxed)
     }
 
     /// Waits for all work queued on this device; surfaces asynchronous kernel faults.

@@ -43,7 +43,19 @@ impl<T: Element> GpuTensor<T> {
     pub fn uninit(gpu: &Arc<Gpu>, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product::<usize>().max(1);
         let buf = unsafe { gpu.stream().alloc::<T>(n) }.map_err(driver(format!("allocating {n} elements")))?;
-        Ok(GpuTensor { buf, shape: shape.to_vec(), gpu: gpu.clone() })
+        let t = GpuTensor { buf, shape: shape.to_vec(), gpu: gpu.clone() };
+        if gpu.poison_outputs() {
+            t.fill_bytes(0xFF)?;
+        }
+        Ok(t)
+    }
+
+    /// Sets every byte of the buffer to `byte` (asynchronously, on the device's stream).
+    pub fn fill_bytes(&self, byte: u8) -> Result<()> {
+        let bytes = self.buf.len() * std::mem::size_of::<T>();
+        unsafe { cudarc::driver::sys::cuMemsetD8Async(self.device_addr(), byte, bytes, self.gpu.stream().cu_stream()) }
+            .result()
+            .map_err(driver("cuMemsetD8Async"))
     }
 
     /// A tensor filled with `value`.

@@ -1,0 +1,33 @@
+//! The CPU LayerNorm / RMSNorm path against the f64 reference on random shapes.
+
+mod common;
+
+use common::check_norm;
+use flashscan::{Device, bf16, f16};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn cpu_norm_matches_reference(rows in 1usize..40, cols in 1usize..=4100, dtype in 0u8..3, rms: bool, bias: bool, seed: u64) {
+        match dtype {
+            0 => check_norm::<f32>(Device::Cpu, rows, cols, rms, bias, seed),
+            1 => check_norm::<bf16>(Device::Cpu, rows, cols, rms, bias, seed),
+            _ => check_norm::<f16>(Device::Cpu, rows, cols, rms, bias, seed),
+        }
+    }
+}
+
+#[test]
+fn cpu_norm_widest_row() {
+    check_norm::<bf16>(Device::Cpu, 3, 16384, false, true, 1);
+    check_norm::<f32>(Device::Cpu, 2, 16384, true, false, 2);
+}
+
+#[test]
+fn cpu_norm_single_element_rows() {
+    // cols = 1: LayerNorm gives exactly the bias (x - mean = 0).
+    check_norm::<f32>(Device::Cpu, 7, 1, false, true, 3);
+    check_norm::<f16>(Device::Cpu, 7, 1, true, false, 4);
+}

@@ -69,7 +69,9 @@ fn main() {
         }
         cmd.env(
             "CARGO_TARGET_NVPTX64_NVIDIA_CUDA_RUSTFLAGS",
-            format!("-C target-cpu={cpu} -C target-feature={features}"),
+            // The inline threshold: kernels pass closures to `device::unroll`, and every
+            // call must be inlined for the fragment arrays to stay in registers.
+            format!("-C target-cpu={cpu} -C target-feature={features} -C llvm-args=-inline-threshold=100000"),
         );
         let output = cmd
             .output()

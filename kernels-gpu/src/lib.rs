@@ -14,6 +14,7 @@ extern crate std;
 
 #[cfg(target_arch = "nvptx64")]
 pub mod device;
+pub mod attention;
 pub mod dtype;
 pub mod layout;
 pub mod norm;

@@ -1,15 +1,65 @@
-//! GPU path of the attention forward (placeholder until the kernel lands).
+//! GPU path of the attention forward: picks the kernel's tile for the head dim, fills
+//! the launch parameters (`kernels-gpu/src/attention`) and launches one CTA per
+//! (query block, batch x head).
 
 use super::Problem;
-use crate::runtime::GpuTensor;
+use crate::kernels::attention::{AttnFwdParams, fwd_tile_for};
+use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{Element, Error, Result};
 
 /// Runs the forward kernel: returns (o like q, lse `[batch, heads_q, seqlen_q]`).
 pub(crate) fn forward<T: Element>(
-    _q: &GpuTensor<T>,
-    _k: &GpuTensor<T>,
-    _v: &GpuTensor<T>,
-    _p: &Problem,
+    q: &GpuTensor<T>,
+    k: &GpuTensor<T>,
+    v: &GpuTensor<T>,
+    p: &Problem,
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
-    Err(Error::Value { arg: "device", got: "cuda".into(), expected: "cpu (the GPU attention kernel is not built yet)".into() })
+    let tile = fwd_tile_for(p.head_dim as u32).ok_or_else(|| Error::Value {
+        arg: "head_dim",
+        got: p.head_dim.to_string(),
+        expected: "at most 256".into(),
+    })?;
+    let too_big = |what: &'static str, n: usize| Error::Value { arg: what, got: n.to_string(), expected: format!("at most {}", i32::MAX) };
+    for (what, n) in [("seqlen_q", p.seqlen_q), ("seqlen_k", p.seqlen_k), ("batch x heads_q", p.batch * p.heads_q)] {
+        if n > i32::MAX as usize {
+            return Err(too_big(what, n));
+        }
+    }
+    let gpu = q.gpu().clone();
+    let o = GpuTensor::<T>::uninit(&gpu, q.shape())?;
+    let lse = GpuTensor::<f32>::uninit(&gpu, &[p.batch, p.heads_q, p.seqlen_q])?;
+    let window = |w: Option<usize>| w.map_or(-1, |w| w.min(i32::MAX as usize) as i32);
+    let params = AttnFwdParams {
+        q: q.device_addr(),
+        k: k.device_addr(),
+        v: v.device_addr(),
+        o: o.device_addr(),
+        lse: lse.device_addr(),
+        q_batch_stride: (p.seqlen_q * p.heads_q * p.head_dim) as u64,
+        k_batch_stride: (p.seqlen_k * p.heads_kv * p.head_dim) as u64,
+        q_row_stride: (p.heads_q * p.head_dim) as u32,
+        k_row_stride: (p.heads_kv * p.head_dim) as u32,
+        seqlen_q: p.seqlen_q as u32,
+        seqlen_k: p.seqlen_k as u32,
+        heads_q: p.heads_q as u32,
+        group: (p.heads_q / p.heads_kv) as u32,
+        head_dim: p.head_dim as u32,
+        window_left: window(p.window_left),
+        window_right: window(p.window_right),
+        softcap: (p.softcap > 0.0) as u32,
+        score_pre: if p.softcap > 0.0 { p.scale / p.softcap } else { 0.0 },
+        score_log2: std::f32::consts::LOG2_E * if p.softcap > 0.0 { p.softcap } else { p.scale },
+    };
+    let kernel = format!("attn_fwd_d{}_{}", tile.d, T::DTYPE.suffix());
+    let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize);
+    if m_blocks > u32::MAX as usize || p.batch * p.heads_q > 65535 {
+        return Err(Error::Shape {
+            arg: "q",
+            got: q.shape().to_vec(),
+            expected: "batch x heads_q <= 65535 (the grid's y dimension)".into(),
+        });
+    }
+    let cfg = LaunchGrid { grid: (m_blocks as u32, (p.batch * p.heads_q) as u32, 1), block: tile.threads(), smem: tile.smem_bytes() };
+    gpu.launch(&kernel, cfg, &params)?;
+    Ok((o, lse))
 }

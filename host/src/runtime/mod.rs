@@ -4,6 +4,7 @@
 mod gpu;
 mod gpu_tensor;
 pub mod ptx;
+pub mod timing;
 
 pub use gpu::{Gpu, LaunchGrid};
 pub use gpu_tensor::GpuTensor;

@@ -23,9 +23,11 @@ pub mod mma;
 pub mod pack;
 pub mod sram;
 pub mod thread;
+pub mod unroll;
 pub mod warp;
 
 pub use elem::{Bf16, Elem, F16, TensorElem};
 pub use frag::{FragA, FragB, FragC};
 pub use hbm::{Hbm, HbmMut};
 pub use sram::Sram;
+pub use unroll::unroll;

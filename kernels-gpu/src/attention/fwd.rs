@@ -1,0 +1,315 @@
+//! The forward kernel. Per CTA: query rows [r0, r0 + BLOCK_M) of one (batch, head).
+//! Per warp: 16 x MT query rows; per lane, each m16 tile gives two rows
+//! (lane / 4 and lane / 4 + 8) and pairs of columns (2 * (lane % 4) + {0, 1}).
+//!
+//! Memory story:
+//!   HBM  -> SRAM  Q tile once; K, V tiles per key block, two stages, cp.async
+//!   SRAM -> regs  ldmatrix (Q, K plain: they are row-major [row][d]; V transposed)
+//!   regs          S, P (f32 -> bf16/f16 in place), O accumulator, row max m, row sum l
+//!   regs -> HBM   O (rounded) and lse, once
+
+use super::tile::load_tile;
+use super::{AttnFwdParams, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
+use crate::device::cp_async::{commit, wait_group};
+use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
+use crate::device::math::{exp2, fma, log2, max, rcp};
+use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, warp};
+use crate::device::warp::shfl_xor;
+use crate::device::{Bf16, F16, FragA, FragB, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
+
+const LN2: f32 = core::f32::consts::LN_2;
+const LOG2E: f32 = core::f32::consts::LOG2_E;
+
+/// tanh(x) = 1 - 2 / (2^(2x log2 e) + 1): ex2 + rcp, ~1e-7 absolute error (the
+/// `tanh.approx` instruction is only good to ~5e-4, too coarse under a softcap of 30).
+#[inline(always)]
+fn tanh_precise(x: f32) -> f32 {
+    1.0 - 2.0 * rcp(exp2(2.0 * LOG2E * x) + 1.0)
+}
+
+/// Which keys a query row sees (all i32: positions fit, and the window math is signed).
+#[derive(Clone, Copy)]
+struct Mask {
+    seqlen_k: i32,
+    shift: i32,
+    left: i32,
+    right: i32,
+}
+
+impl Mask {
+    #[inline(always)]
+    fn visible(self, row: i32, key: i32) -> bool {
+        key < self.seqlen_k
+            && (self.right < 0 || key <= row + self.shift + self.right)
+            && (self.left < 0 || key >= row + self.shift - self.left)
+    }
+}
+
+/// The kernel body. Const parameters: element type T; tile head dim D; WARPS; MT m16
+/// tiles per warp; BN keys per block; QREG (Q fragments in registers); and the derived
+/// fragment counts DK = D/16 (k-steps of Q K^T), DN = D/8 (n-tiles of O),
+/// KN = BN/8 (n-tiles of S), KK = BN/16 (k-steps of P V); PITCH = 2D + 16.
+#[inline(always)]
+unsafe fn attn_fwd<
+    T: TensorElem,
+    const D: u32,
+    const WARPS: u32,
+    const MT: usize,
+    const BN: u32,
+    const QREG: bool,
+    const DK: usize,
+    const DN: usize,
+    const KN: usize,
+    const KK: usize,
+    const PITCH: u32,
+>(
+    p: &AttnFwdParams,
+) {
+    const { assert!(DK as u32 * 16 == D && DN as u32 * 8 == D && KN as u32 * 8 == BN && KK * 2 == KN && PITCH == 2 * D + 16) };
+    let block_m = WARPS * 16 * MT as u32;
+    let threads = WARPS * 32;
+    let (l, w) = (lane(), warp());
+
+    // Heaviest query blocks first (causal work grows with the block index).
+    let m_block = grid_x() - 1 - block_x();
+    let bh = block_y();
+    // max(1): the host never passes 0, and a provably non-zero divisor leaves no
+    // divide-by-zero panic path in the kernel.
+    let (b, h) = (bh / p.heads_q.max(1), bh % p.heads_q.max(1));
+    let kv_h = h / p.group.max(1);
+    let (sq, sk) = (p.seqlen_q as i32, p.seqlen_k as i32);
+    let r0 = (m_block * block_m) as i32;
+    let r_end = if r0 + block_m as i32 > sq { sq } else { r0 + block_m as i32 };
+    let mask = Mask { seqlen_k: sk, shift: sk - sq, left: p.window_left, right: p.window_right };
+
+    // Key range any row of this block sees, rounded out to whole key blocks.
+    let mut n_lo = 0i32;
+    let mut n_hi = sk;
+    if mask.left >= 0 && r0 + mask.shift - mask.left > 0 {
+        n_lo = r0 + mask.shift - mask.left;
+    }
+    if mask.right >= 0 && r_end + mask.shift + mask.right < sk {
+        n_hi = r_end + mask.shift + mask.right;
+    }
+    let nb_lo = n_lo / BN as i32;
+    let nb_hi = if n_hi > n_lo { (n_hi + BN as i32 - 1) / BN as i32 } else { nb_lo };
+
+    // SRAM (see FwdTile): Q at 0, then K stages, then V stages.
+    let s_q = Sram::at(0);
+    let s_k = |st: u32| Sram::at((block_m + st * BN) * PITCH);
+    let s_v = |st: u32| Sram::at((block_m + (2 + st) * BN) * PITCH);
+
+    let q_hbm = Hbm::<u16>::from_addr(p.q).offset(b as usize * p.q_batch_stride as usize + h as usize * p.head_dim as usize);
+    let kv_off = b as usize * p.k_batch_stride as usize + kv_h as usize * p.head_dim as usize;
+    let k_hbm = Hbm::<u16>::from_addr(p.k).offset(kv_off);
+    let v_hbm = Hbm::<u16>::from_addr(p.v).offset(kv_off);
+    let (q_rs, k_rs) = (p.q_row_stride as usize, p.k_row_stride as usize);
+
+    let load_kv = |nb: i32, st: u32| {
+        let first = nb * BN as i32;
+        let (k_src, v_src) = (k_hbm.offset(first as usize * k_rs), v_hbm.offset(first as usize * k_rs));
+        unsafe {
+            load_tile::<D, PITCH>(BN, threads, s_k(st), k_src, k_rs, sk - first, p.head_dim);
+            load_tile::<D, PITCH>(BN, threads, s_v(st), v_src, k_rs, sk - first, p.head_dim);
+        }
+    };
+
+    // Group 0: Q and the first K/V block.
+    unsafe { load_tile::<D, PITCH>(block_m, threads, s_q, q_hbm.offset(r0 as usize * q_rs), q_rs, sq - r0, p.head_dim) };
+    if nb_lo < nb_hi {
+        load_kv(nb_lo, 0);
+    }
+    commit();
+
+    // This warp's rows within the tile, and this lane's ldmatrix row addresses.
+    let warp_row = w * 16 * MT as u32;
+    let q_addr = |mt: usize, kk: usize| s_q.byte((warp_row + mt as u32 * 16 + l % 16) * PITCH + (kk as u32 * 2 + l / 16) * 16);
+
+    let mut q_frag = [[FragA([0; 4]); DK]; MT];
+    let mut o_acc = [[FragC::zero(); DN]; MT];
+    let mut row_max = [[f32::NEG_INFINITY; 2]; MT];
+    let mut row_sum = [[0.0f32; 2]; MT];
+    let score_log2 = p.score_log2;
+
+    let mut nb = nb_lo;
+    let mut stage = 0u32;
+    while nb < nb_hi {
+        // Prefetch the next key block into the other stage while this one is used.
+        if nb + 1 < nb_hi {
+            load_kv(nb + 1, stage ^ 1);
+        }
+        commit();
+        wait_group::<1>();
+        sync_threads();
+        if QREG && nb == nb_lo {
+            unroll::<MT, _>(|mt| unroll::<DK, _>(|kk| q_frag[mt][kk] = FragA(unsafe { ldmatrix_x4(q_addr(mt, kk)) })));
+        }
+
+        // S = Q K^T for this key block: [16 x MT rows] x [BN keys] per warp.
+        let mut s = [[FragC::zero(); KN]; MT];
+        let sk_tile = s_k(stage);
+        unroll::<DK, _>(|kk| {
+            let mut qa = [FragA([0; 4]); MT];
+            unroll::<MT, _>(|mt| qa[mt] = if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(mt, kk)) }) });
+            unroll::<KK, _>(|jj| {
+                // Keys 16jj .. 16jj+15 (n-tiles 2jj, 2jj+1), d columns 16kk .. 16kk+15.
+                let key = jj as u32 * 16 + l % 8 + (l / 16) * 8;
+                let r = unsafe { ldmatrix_x4(sk_tile.byte(key * PITCH + (kk as u32 * 2 + (l / 8) % 2) * 16)) };
+                let (b0, b1) = (FragB([r[0], r[1]]), FragB([r[2], r[3]]));
+                unroll::<MT, _>(|mt| {
+                    T::mma(&mut s[mt][2 * jj], &qa[mt], &b0);
+                    T::mma(&mut s[mt][2 * jj + 1], &qa[mt], &b1);
+                });
+            });
+        });
+
+        // Soft-capping, then the mask where this block crosses a boundary.
+        if p.softcap != 0 {
+            unroll::<MT, _>(|mt| unroll::<KN, _>(|j| unroll::<4, _>(|e| s[mt][j].0[e] = tanh_precise(s[mt][j].0[e] * p.score_pre))));
+        }
+        let c0 = nb * BN as i32;
+        let whole = c0 + BN as i32 <= sk
+            && (mask.right < 0 || c0 + BN as i32 - 1 <= r0 + mask.shift + mask.right)
+            && (mask.left < 0 || c0 >= r_end - 1 + mask.shift - mask.left);
+        if !whole {
+            unroll::<MT, _>(|mt| {
+                unroll::<KN, _>(|j| {
+                    unroll::<4, _>(|e| {
+                        let row = r0 + (warp_row + mt as u32 * 16 + l / 4) as i32 + 8 * (e as i32 / 2);
+                        let key = c0 + (j as u32 * 8 + (l % 4) * 2) as i32 + (e as i32 % 2);
+                        if !mask.visible(row, key) {
+                            s[mt][j].0[e] = f32::NEG_INFINITY;
+                        }
+                    })
+                })
+            });
+        }
+
+        // Online softmax, base 2, the scale folded into one FMA per score. Each row lives
+        // in the 4 lanes of a quad: reduce the max over lanes ^1 and ^2.
+        let mut p_frag = [[FragA([0; 4]); KK]; MT];
+        unroll::<MT, _>(|mt| {
+            unroll::<2, _>(|hf| {
+                let mut mx = row_max[mt][hf];
+                unroll::<KN, _>(|j| mx = max(mx, max(s[mt][j].0[2 * hf], s[mt][j].0[2 * hf + 1])));
+                mx = max(mx, shfl_xor(mx, 1));
+                mx = max(mx, shfl_xor(mx, 2));
+                // A row that has seen no key yet keeps max -inf; subtract 0 instead so
+                // that -inf - -inf never makes a NaN.
+                let m_use = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+                let alpha = exp2((row_max[mt][hf] - m_use) * score_log2);
+                row_max[mt][hf] = mx;
+                row_sum[mt][hf] *= alpha;
+                unroll::<DN, _>(|dn| {
+                    o_acc[mt][dn].0[2 * hf] *= alpha;
+                    o_acc[mt][dn].0[2 * hf + 1] *= alpha;
+                });
+                let neg = -m_use * score_log2;
+                unroll::<KN, _>(|j| {
+                    unroll::<2, _>(|i| {
+                        let pv = exp2(fma(s[mt][j].0[2 * hf + i], score_log2, neg));
+                        row_sum[mt][hf] += pv;
+                        s[mt][j].0[2 * hf + i] = pv;
+                    })
+                });
+            });
+            // P as the A operand of P V: the C layout of n-tiles 2kk, 2kk+1 is exactly the
+            // A layout of k-step kk, so P never leaves registers.
+            unroll::<KK, _>(|kk| {
+                let (c0f, c1f) = (s[mt][2 * kk].0, s[mt][2 * kk + 1].0);
+                p_frag[mt][kk] = FragA([T::pack2(c0f[0], c0f[1]), T::pack2(c0f[2], c0f[3]), T::pack2(c1f[0], c1f[1]), T::pack2(c1f[2], c1f[3])]);
+            });
+        });
+
+        // O += P V: V is [key][d] in SRAM (k-major for this product): ldmatrix.trans.
+        let sv_tile = s_v(stage);
+        unroll::<KK, _>(|kk| {
+            unroll::<DN, _>(|dn| {
+                if dn % 2 == 0 {
+                    // Keys 16kk .. 16kk+15, d columns 8dn .. 8dn+15 (n-tiles dn, dn+1).
+                    let key = kk as u32 * 16 + l % 16;
+                    let r = unsafe { ldmatrix_x4_trans(sv_tile.byte(key * PITCH + (dn as u32 + l / 16) * 16)) };
+                    let (b0, b1) = (FragB([r[0], r[1]]), FragB([r[2], r[3]]));
+                    unroll::<MT, _>(|mt| {
+                        T::mma(&mut o_acc[mt][dn], &p_frag[mt][kk], &b0);
+                        T::mma(&mut o_acc[mt][dn + 1], &p_frag[mt][kk], &b1);
+                    });
+                }
+            })
+        });
+        // Everyone is done with this stage before the next prefetch overwrites it.
+        sync_threads();
+        stage ^= 1;
+        nb += 1;
+    }
+    wait_group::<0>();
+
+    // Epilogue: O / l rounded to T, and lse = ln(sum exp(s)) = (m * score_log2 + log2 l) ln 2.
+    // A row that saw no key: O = 0, lse = +inf.
+    let o_hbm = HbmMut::<u32>::from_addr(p.o);
+    let lse_hbm = HbmMut::<f32>::from_addr(p.lse);
+    let o_base = b as usize * p.q_batch_stride as usize + h as usize * p.head_dim as usize;
+    unroll::<MT, _>(|mt| {
+        unroll::<2, _>(|hf| {
+            let mut sum = row_sum[mt][hf];
+            sum += shfl_xor(sum, 1);
+            sum += shfl_xor(sum, 2);
+            let row = r0 + (warp_row + mt as u32 * 16 + l / 4 + 8 * hf as u32) as i32;
+            let inv = if sum > 0.0 { rcp(sum) } else if sum == 0.0 { 0.0 } else { sum };
+            if row < sq {
+                let row_off = o_base + row as usize * q_rs;
+                unroll::<DN, _>(|dn| {
+                    let col = dn as u32 * 8 + (l % 4) * 2;
+                    if col < p.head_dim {
+                        let v = T::pack2(o_acc[mt][dn].0[2 * hf] * inv, o_acc[mt][dn].0[2 * hf + 1] * inv);
+                        // Two halves = one b32 at an even element index.
+                        unsafe { o_hbm.store((row_off + col as usize) / 2, v) };
+                    }
+                });
+                if l % 4 == 0 {
+                    let mx = row_max[mt][hf];
+                    let m_use = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+                    let lse = if sum == 0.0 { f32::INFINITY } else { (m_use * score_log2 + log2(sum)) * LN2 };
+                    unsafe { lse_hbm.store((bh as usize) * p.seqlen_q as usize + row as usize, lse) };
+                }
+            }
+        })
+    });
+}
+
+macro_rules! fwd_entry {
+    ($name:ident, $t:ty, $tile:expr) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "ptx-kernel" fn $name(p: AttnFwdParams) {
+            const TL: super::FwdTile = $tile;
+            unsafe {
+                attn_fwd::<
+                    $t,
+                    { TL.d },
+                    { TL.warps },
+                    { TL.m_tiles as usize },
+                    { TL.block_n },
+                    { TL.q_in_regs },
+                    { (TL.d / 16) as usize },
+                    { (TL.d / 8) as usize },
+                    { (TL.block_n / 8) as usize },
+                    { (TL.block_n / 16) as usize },
+                    { TL.pitch() },
+                >(&p)
+            }
+        }
+    };
+}
+
+fwd_entry!(attn_fwd_d32_bf16, Bf16, FWD_D32);
+fwd_entry!(attn_fwd_d64_bf16, Bf16, FWD_D64);
+fwd_entry!(attn_fwd_d96_bf16, Bf16, FWD_D96);
+fwd_entry!(attn_fwd_d128_bf16, Bf16, FWD_D128);
+fwd_entry!(attn_fwd_d192_bf16, Bf16, FWD_D192);
+fwd_entry!(attn_fwd_d256_bf16, Bf16, FWD_D256);
+fwd_entry!(attn_fwd_d32_f16, F16, FWD_D32);
+fwd_entry!(attn_fwd_d64_f16, F16, FWD_D64);
+fwd_entry!(attn_fwd_d96_f16, F16, FWD_D96);
+fwd_entry!(attn_fwd_d128_f16, F16, FWD_D128);
+fwd_entry!(attn_fwd_d192_f16, F16, FWD_D192);
+fwd_entry!(attn_fwd_d256_f16, F16, FWD_D256);

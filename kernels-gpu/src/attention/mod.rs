@@ -1,0 +1,134 @@
+//! FlashAttention forward (FlashAttention-2 algorithm) on tensor cores.
+//!
+//! One CTA per (query block, batch x head). The Q tile is copied HBM -> SRAM once (and,
+//! for small head dims, into registers); K and V tiles stream through two SRAM stages
+//! with `cp.async`; S = Q K^T and O += P V run on `mma.sync` m16n8k16 with f32
+//! accumulators; the online softmax lives in registers, P never leaves them, and O and
+//! the log-sum-exp are written to HBM once. HBM sees Q, K, V read and O written: no
+//! N x N matrix anywhere.
+
+#[cfg(target_arch = "nvptx64")]
+mod fwd;
+#[cfg(target_arch = "nvptx64")]
+mod tile;
+
+/// Launch parameters of the forward kernels (one definition for host and device).
+/// Strides are in elements; q and o share their layout, and k and v theirs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttnFwdParams {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub o: u64,
+    /// f32 `[batch, heads_q, seqlen_q]`.
+    pub lse: u64,
+    pub q_batch_stride: u64,
+    pub k_batch_stride: u64,
+    /// Elements between consecutive positions: heads x head_dim for the packed layout.
+    pub q_row_stride: u32,
+    pub k_row_stride: u32,
+    pub seqlen_q: u32,
+    pub seqlen_k: u32,
+    pub heads_q: u32,
+    /// heads_q / heads_kv: query head h reads key/value head h / group.
+    pub group: u32,
+    /// The real head dim (a multiple of 8, at most the kernel's tile dim).
+    pub head_dim: u32,
+    /// Visible keys of query i: [i + shift - left, i + shift + right], shift =
+    /// seqlen_k - seqlen_q; -1 = unbounded on that side.
+    pub window_left: i32,
+    pub window_right: i32,
+    /// 1 when soft-capping: s = softcap * tanh(score_pre * q.k).
+    pub softcap: u32,
+    /// scale / softcap (used only with softcap).
+    pub score_pre: f32,
+    /// Multiplier taking a (capped) score into the base-2 softmax domain: scale x log2(e),
+    /// or softcap x log2(e) with softcap.
+    pub score_log2: f32,
+}
+
+/// Tile shape of one forward kernel instantiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FwdTile {
+    /// Head dim the kernel is compiled for (inputs with a smaller head dim are
+    /// zero-padded on the way into SRAM).
+    pub d: u32,
+    pub warps: u32,
+    /// m16 row tiles per warp: each warp owns 16 x m_tiles query rows.
+    pub m_tiles: u32,
+    /// Keys per K/V tile.
+    pub block_n: u32,
+    /// Q fragments kept in registers for the whole kernel (else re-read from SRAM with
+    /// `ldmatrix` for each key block, which frees registers for large head dims).
+    pub q_in_regs: bool,
+}
+
+impl FwdTile {
+    pub const fn block_m(self) -> u32 {
+        self.warps * 16 * self.m_tiles
+    }
+    pub const fn threads(self) -> u32 {
+        self.warps * 32
+    }
+    /// SRAM row pitch in bytes: the row plus 16 bytes of padding, so that the 8 rows one
+    /// `ldmatrix` phase reads start in 8 different 16-byte bank groups (D/8 + 1 is odd
+    /// for every tile dim here).
+    pub const fn pitch(self) -> u32 {
+        self.d * 2 + 16
+    }
+    /// SRAM layout: [Q: block_m rows][K: 2 stages x block_n rows][V: 2 stages x block_n].
+    pub const fn q_offset(self) -> u32 {
+        0
+    }
+    pub const fn k_offset(self, stage: u32) -> u32 {
+        (self.block_m() + stage * self.block_n) * self.pitch()
+    }
+    pub const fn v_offset(self, stage: u32) -> u32 {
+        (self.block_m() + (2 + stage) * self.block_n) * self.pitch()
+    }
+    pub const fn smem_bytes(self) -> u32 {
+        (self.block_m() + 4 * self.block_n) * self.pitch()
+    }
+}
+
+const fn t(d: u32, warps: u32, m_tiles: u32, block_n: u32, q_in_regs: bool) -> FwdTile {
+    FwdTile { d, warps, m_tiles, block_n, q_in_regs }
+}
+
+// Tile shapes and SRAM budgets (pitch = 2d + 16 bytes):
+//   d=32:  128 x 64 keys, 4 warps x 32 rows, Q in regs: (128 + 4*64) x  80 B = 30 KiB
+//   d=64:  128 x 64,      4 warps x 32 rows, Q in regs: (128 + 256)  x 144 B = 54 KiB
+//   d=96:  128 x 64,      4 warps x 32 rows, Q in SRAM: (128 + 256)  x 208 B = 78 KiB
+//   d=128: 128 x 64,      4 warps x 32 rows, Q in SRAM: (128 + 256)  x 272 B = 102 KiB
+//   d=192:  64 x 64,      4 warps x 16 rows, Q in SRAM: (64 + 256)   x 400 B = 125 KiB
+//   d=256:  64 x 32,      4 warps x 16 rows, Q in SRAM: (64 + 128)   x 528 B = 99 KiB
+// All fit the 163 KiB an A100 block may opt into; two d<=96 CTAs share an H100 SM.
+pub const FWD_D32: FwdTile = t(32, 4, 2, 64, true);
+pub const FWD_D64: FwdTile = t(64, 4, 2, 64, false);
+pub const FWD_D96: FwdTile = t(96, 4, 2, 32, false);
+pub const FWD_D128: FwdTile = t(128, 8, 1, 64, true);
+pub const FWD_D192: FwdTile = t(192, 4, 1, 64, false);
+pub const FWD_D256: FwdTile = t(256, 4, 1, 32, false);
+
+/// Every forward tile, smallest head dim first: a head dim runs on the first tile whose
+/// `d` is at least it.
+pub const FWD_TILES: [FwdTile; 6] = [FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256];
+
+/// The tile a head dim runs on (None above 256).
+pub fn fwd_tile_for(head_dim: u32) -> Option<FwdTile> {
+    FWD_TILES.iter().copied().find(|t| t.d >= head_dim)
+}
+
+/// Largest forward SRAM request.
+pub const FWD_SMEM_BUDGET: u32 = {
+    let mut m = 0;
+    let mut i = 0;
+    while i < FWD_TILES.len() {
+        if FWD_TILES[i].smem_bytes() > m {
+            m = FWD_TILES[i].smem_bytes();
+        }
+        i += 1;
+    }
+    m
+};

@@ -1,0 +1,39 @@
+//! Copying a [rows x d] tile of a packed [seq, heads, d] tensor from HBM into SRAM with
+//! `cp.async`, in the padded layout of `FwdTile::pitch`. Rows past the sequence end and
+//! columns past the real head dim arrive as zeros (cp.async zero-fill), so the tensor
+//! cores can run on whole tiles.
+
+use crate::device::cp_async::cp_async_16;
+use crate::device::thread::tid;
+use crate::device::{Hbm, Sram};
+
+/// Issues the copies of rows [0, rows) of `src` (row `r` at `src + r * row_stride`
+/// elements) into `dst` (row `r` at `dst + r * PITCH` bytes). `rows_valid` rows and
+/// `head_dim` columns are real. `threads` threads take 16-byte chunks round-robin
+/// (`rows` and `threads` are compile-time constants at every call, after inlining).
+/// The caller commits the group and waits on it.
+#[inline(always)]
+pub unsafe fn load_tile<const D: u32, const PITCH: u32>(
+    rows: u32,
+    threads: u32,
+    dst: Sram,
+    src: Hbm<u16>,
+    row_stride: usize,
+    rows_valid: i32,
+    head_dim: u32,
+) {
+    let chunks = D / 8;
+    let total = rows * chunks;
+    let mut i = 0;
+    while i < total.div_ceil(threads) {
+        let c = tid() + i * threads;
+        if total % threads == 0 || c < total {
+            let (r, ch) = (c / chunks, c % chunks);
+            let ok = (r as i32) < rows_valid && ch * 8 < head_dim;
+            // A zero-byte copy still needs a valid address: the tile base.
+            let from = if ok { src.offset(r as usize * row_stride + ch as usize * 8).ptr() } else { src.ptr() };
+            unsafe { cp_async_16(dst.byte(r * PITCH + ch * 16), from as *const u8, if ok { 16 } else { 0 }) };
+        }
+        i += 1;
+    }
+}

@@ -1,0 +1,14 @@
+//! Compile-time loop unrolling. Register fragments are arrays that must be indexed only
+//! by constants to stay in registers; LLVM does not fully unroll the larger loops of a
+//! kernel on its own (it then puts the arrays on the stack). `unroll::<N>(|i| ...)`
+//! writes the body out N times with `i` a literal, so every index is a constant.
+
+/// Calls `f(0)`, `f(1)`, ..., `f(N - 1)`, written out (N <= 32).
+#[inline(always)]
+pub fn unroll<const N: usize, F: FnMut(usize)>(mut f: F) {
+    const { assert!(N <= 32, "unroll supports up to 32 iterations") };
+    macro_rules! expand {
+        ($($i:literal)*) => { $( if $i < N { f($i); } )* };
+    }
+    expand!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds every test binary and benchmark example in release mode and collects them, with
+# run_all.sh, in one folder (default: bundle/) that runs on a GPU machine without a Rust
+# toolchain. The binaries load libcuda at run time.
+#
+#   scripts/bundle.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-bundle}"
+rm -rf "$out"
+mkdir -p "$out/tests" "$out/examples"
+
+# Test binaries: cargo prints their paths as JSON artifacts.
+cargo test --release --workspace --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys, os, shutil
+out = sys.argv[1]
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
+        name = m["target"]["name"]
+        if m["target"]["kind"] == ["lib"]:
+            name = "unit_" + name
+        shutil.copy(m["executable"], os.path.join(out, "tests", name))
+' "$out"
+
+cargo build --release --examples
+for src in examples/*.rs; do
+  name="$(basename "$src" .rs)"
+  cp "target/release/examples/$name" "$out/examples/"
+done
+cp scripts/run_all.sh "$out/"
+[ -d scripts/gpu ] && cp -r scripts/gpu "$out/"
+ls "$out/tests" "$out/examples"
+du -sh "$out"

@@ -2,16 +2,35 @@
 //! (`kernels-gpu/src/attention`) or the CPU (`cpu.rs`, the same tiled algorithm).
 //!
 //! Layouts (DESIGN.md): q `[batch, seqlen_q, heads_q, head_dim]`, k and v
-//! `[batch, seqlen_k, heads_kv, head_dim]`, heads_q a multiple of heads_kv (MQA/GQA);
-//! o like q, lse `[batch, heads_q, seqlen_q]` f32.
+//! `[batch, seqlen_k, heads_kv, head_dim]`, heads_q a multiple of heads_kv (MQA/GQA:
+//! query head h reads kv head `h / (heads_q / heads_kv)`); o like q, lse
+//! `[batch, heads_q, seqlen_q]` f32. Inputs are bf16 or f16; scores, softmax statistics
+//! and the output accumulator are f32.
 //!
-//! Masking: query i sees key j when
+//! Scores: `s = scale * q·k`, or with a softcap `s = softcap * tanh(scale * q·k / softcap)`.
+//! `o = softmax(s) v` over the visible keys and `lse = log(sum(exp(s)))` (natural log).
+//!
+//! Masking: query i sees key j (0 <= j < seqlen_k) when
 //! `i + (seqlen_k - seqlen_q) - window_left <= j <= i + (seqlen_k - seqlen_q) + window_right`
-//! (bottom-right alignment; `causal` sets window_right = 0). A row that sees no key gets
-//! o = 0 and lse = +inf (so that exp(s - lse) = 0 for it in a backward pass).
+//! (bottom-right alignment, the shift may be negative; `causal` sets window_right = 0).
+//! A row that sees no key gets o = 0 and lse = +inf (so that exp(s - lse) = 0 for it in a
+//! backward pass). With `causal` and seqlen_q > seqlen_k, the first
+//! `seqlen_q - seqlen_k` rows are such rows.
+//!
+//! NaN in the inputs propagates: a NaN in row i of q makes row i of o (and its lse) NaN,
+//! other rows are unaffected; a NaN in k or v reaches every query that sees that key.
 
 mod cpu;
 mod gpu;
+
+use crate::runtime::GpuTensor;
+use crate::tensor::check;
+use crate::{DType, Device, Element, Error, Result, Tensor};
+
+/// The largest head dimension the kernels support.
+pub const MAX_HEAD_DIM: usize = 256;
+/// The head dimension must be a multiple of this (16-byte rows of bf16/f16).
+pub const HEAD_DIM_MULTIPLE: usize = 8;
 
 /// Options of [`forward`]. `Default` is plain softmax(q k^T / sqrt(head_dim)) v.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -19,12 +38,13 @@ pub struct AttentionOptions {
     /// Mask keys after the query (bottom-right aligned when seqlen_q != seqlen_k).
     pub causal: bool,
     /// Sliding window: how many keys before (left) and after (right) the query's diagonal
-    /// it may see; `None` = unlimited on that side.
+    /// it may see; `None` = unlimited on that side. With `causal`, the right side is 0.
     pub window_left: Option<usize>,
     pub window_right: Option<usize>,
     /// Soft-capping of the scaled scores: s = softcap * tanh(s / softcap); `None` = off.
+    /// Must be finite and > 0 when given.
     pub softcap: Option<f32>,
-    /// Softmax scale; `None` = 1/sqrt(head_dim).
+    /// Softmax scale; `None` = 1/sqrt(head_dim). Must be finite and > 0 when given.
     pub softmax_scale: Option<f32>,
 }
 
@@ -45,4 +65,144 @@ pub(crate) struct Problem {
     /// shift = seqlen_k - seqlen_q; `None` = unbounded. Causal is folded into right = Some(0).
     pub window_left: Option<usize>,
     pub window_right: Option<usize>,
+}
+
+/// What [`forward`] returns: o (q's shape and element type, on q's device) and the
+/// log-sum-exp of each query row's scores, f32 `[batch, heads_q, seqlen_q]` (natural log;
+/// +inf for a row that sees no key).
+pub struct AttentionOutput<T: Element> {
+    pub o: Tensor<T>,
+    pub lse: Tensor<f32>,
+}
+
+/// Attention forward: o = softmax(scale * q k^T, masked) v, and the row log-sum-exp.
+///
+/// q `[batch, seqlen_q, heads_q, head_dim]`, k and v `[batch, seqlen_k, heads_kv,
+/// head_dim]`, all bf16 or all f16 and on one device; head_dim a multiple of 8 and at
+/// most 256; heads_q a multiple of heads_kv. See the module documentation for the
+/// masking and the conventions for rows without visible keys.
+///
+/// Errors: [`Error::DType`] for f32 inputs, [`Error::Shape`] for a wrong shape (naming
+/// `q`, `k` or `v`), [`Error::Value`] for a bad option, [`Error::DeviceMismatch`] when
+/// k or v is not on q's device, and the GPU runtime's errors on `Device::Cuda`.
+pub fn forward<T: Element>(
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput<T>> {
+    let problem = validate(q, k, v, opts)?;
+    match q.device() {
+        Device::Cpu => {
+            let (o, lse) = cpu::forward(cpu_of(q, "q")?, cpu_of(k, "k")?, cpu_of(v, "v")?, &problem);
+            Ok(AttentionOutput { o: Tensor::Cpu(o), lse: Tensor::Cpu(lse) })
+        }
+        Device::Cuda(_) => {
+            let (o, lse) = gpu::forward(gpu_of(q, "q")?, gpu_of(k, "k")?, gpu_of(v, "v")?, &problem)?;
+            Ok(AttentionOutput { o: Tensor::Cuda(o), lse: Tensor::Cuda(lse) })
+        }
+    }
+}
+
+/// Checks every argument and resolves the options into a [`Problem`].
+fn validate<T: Element>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>, opts: &AttentionOptions) -> Result<Problem> {
+    if !matches!(T::DTYPE, DType::BF16 | DType::F16) {
+        return Err(Error::DType { arg: "q", got: T::DTYPE, expected: "bf16 or f16".into() });
+    }
+
+    let qs = q.shape();
+    rank4("q", qs, "[batch, seqlen_q, heads_q, head_dim]")?;
+    let (batch, seqlen_q, heads_q, head_dim) = (qs[0], qs[1], qs[2], qs[3]);
+    if head_dim % HEAD_DIM_MULTIPLE != 0 || head_dim > MAX_HEAD_DIM {
+        return Err(Error::Shape {
+            arg: "q",
+            got: qs.to_vec(),
+            expected: format!(
+                "a head_dim (last dimension) that is a multiple of {HEAD_DIM_MULTIPLE} and at most {MAX_HEAD_DIM}"
+            ),
+        });
+    }
+
+    let ks = k.shape();
+    rank4("k", ks, "[batch, seqlen_k, heads_kv, head_dim]")?;
+    let (seqlen_k, heads_kv) = (ks[1], ks[2]);
+    if ks[0] != batch || ks[3] != head_dim {
+        return Err(Error::Shape {
+            arg: "k",
+            got: ks.to_vec(),
+            expected: format!("[{batch}, seqlen_k, heads_kv, {head_dim}] (q's batch and head_dim)"),
+        });
+    }
+    if heads_q % heads_kv != 0 {
+        return Err(Error::Shape {
+            arg: "k",
+            got: ks.to_vec(),
+            expected: format!("a heads_kv (dimension 2) that divides q's heads_q = {heads_q}"),
+        });
+    }
+    check::shape("v", v.shape(), ks)?;
+
+    check::same_device("k", k.device(), q.device())?;
+    check::same_device("v", v.device(), q.device())?;
+
+    let scale = match opts.softmax_scale {
+        None => 1.0 / (head_dim as f32).sqrt(),
+        Some(s) => positive_finite("softmax_scale", s)?,
+    };
+    let softcap = match opts.softcap {
+        None => 0.0,
+        Some(c) => positive_finite("softcap", c)?,
+    };
+    let window_right = if opts.causal { Some(0) } else { opts.window_right };
+
+    Ok(Problem {
+        batch,
+        seqlen_q,
+        seqlen_k,
+        heads_q,
+        heads_kv,
+        head_dim,
+        scale,
+        softcap,
+        window_left: opts.window_left,
+        window_right,
+    })
+}
+
+/// `arg` has 4 dimensions, each at least 1; `layout` names them for the message.
+fn rank4(arg: &'static str, shape: &[usize], layout: &str) -> Result<()> {
+    if shape.len() != 4 || shape.contains(&0) {
+        return Err(Error::Shape {
+            arg,
+            got: shape.to_vec(),
+            expected: format!("4 dimensions {layout}, each of size >= 1"),
+        });
+    }
+    Ok(())
+}
+
+fn positive_finite(arg: &'static str, x: f32) -> Result<f32> {
+    if x.is_finite() && x > 0.0 {
+        Ok(x)
+    } else {
+        Err(Error::Value { arg, got: x.to_string(), expected: "a finite value > 0".into() })
+    }
+}
+
+/// The host array of a tensor that validation found on the CPU.
+fn cpu_of<'a, T: Element>(t: &'a Tensor<T>, arg: &'static str) -> Result<&'a ndarray::ArrayD<T>> {
+    t.as_cpu().ok_or_else(|| Error::DeviceMismatch {
+        arg,
+        got: t.device().to_string(),
+        expected: Device::Cpu.to_string(),
+    })
+}
+
+/// The device buffer of a tensor that validation found on a GPU.
+fn gpu_of<'a, T: Element>(t: &'a Tensor<T>, arg: &'static str) -> Result<&'a GpuTensor<T>> {
+    t.as_gpu().ok_or_else(|| Error::DeviceMismatch {
+        arg,
+        got: t.device().to_string(),
+        expected: "a CUDA device".into(),
+    })
 }

@@ -13,7 +13,7 @@ fail=0
 for t in tests/*; do
   name="$(basename "$t")"
   start=$(date +%s)
-  "$t" --include-ignored --test-threads=1 >"$logs/test_$name.log" 2>&1
+  timeout "${TEST_TIMEOUT:-600}" "$t" --include-ignored --test-threads="${TEST_THREADS:-4}" >"$logs/test_$name.log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - start ))
   result="$(grep -E '^test result' "$logs/test_$name.log" | tail -1)"

@@ -1,0 +1,69 @@
+//! FlashAttention forward benchmark: bf16, head dims 64 and 128, N = 512..16384 with
+//! batch x N = 16384 tokens and heads x head_dim = 2048, causal and not. Median of CUDA
+//! event timings over rotating inputs (three q/k/v sets, so L2 never holds the next
+//! call's data). One JSON object per line on stdout; a table on stderr.
+//! FLOPs: 4 b h N^2 d, halved for causal.
+//!
+//!     cargo run --release --example bench_attention [-- --quick]
+
+use flashscan::attention::{AttentionOptions, forward};
+use flashscan::runtime::timing::{median, time_ms};
+use flashscan::{Device, Tensor, bf16};
+use ndarray::{ArrayD, IxDyn};
+
+fn random(shape: &[usize], seed: u64) -> ArrayD<bf16> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        bf16::from_f32((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+    })
+}
+
+fn bench(d: usize, n: usize, causal: bool, iters: usize) -> flashscan::Result<()> {
+    let dev = Device::Cuda(0);
+    let gpu = dev.gpu()?;
+    let (b, h) = (16384 / n, 2048 / d);
+    let shape = [b, n, h, d];
+    let sets = (0..3)
+        .map(|i| -> flashscan::Result<_> {
+            Ok((
+                Tensor::from_array(random(&shape, 3 * i + 1), dev)?,
+                Tensor::from_array(random(&shape, 3 * i + 2), dev)?,
+                Tensor::from_array(random(&shape, 3 * i + 3), dev)?,
+            ))
+        })
+        .collect::<flashscan::Result<Vec<_>>>()?;
+    let opts = AttentionOptions { causal, ..Default::default() };
+    let mut t = time_ms(&gpu, 3, iters, |i| {
+        let (q, k, v) = &sets[i % 3];
+        forward(q, k, v, &opts).map(|_| ())
+    })?;
+    let ms = median(&mut t) as f64;
+    let flops = 4.0 * (b * h) as f64 * (n * n) as f64 * d as f64 / if causal { 2.0 } else { 1.0 };
+    let tflops = flops / (ms * 1e-3) / 1e12;
+    println!("{{\"impl\":\"flashscan\",\"d\":{d},\"n\":{n},\"batch\":{b},\"heads\":{h},\"causal\":{causal},\"ms\":{ms:.5},\"tflops\":{tflops:.1}}}");
+    eprintln!("flashscan fwd d={d:3} N={n:5} b={b:2} h={h:2} causal={causal:5}  {ms:8.4} ms  {tflops:6.1} TFLOP/s");
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = Device::Cuda(0).gpu() {
+        eprintln!("bench_attention needs a GPU: {e}");
+        std::process::exit(2);
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let ns: &[usize] = if quick { &[1024, 4096] } else { &[512, 1024, 2048, 4096, 8192, 16384] };
+    eprintln!("{}", Device::Cuda(0).describe());
+    for d in [64, 128] {
+        for causal in [false, true] {
+            for &n in ns {
+                if let Err(e) = bench(d, n, causal, if quick { 10 } else { 30 }) {
+                    eprintln!("bench_attention failed at d={d} N={n} causal={causal}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}

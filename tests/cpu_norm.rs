@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::check_norm;
+use common::{check_norm, check_norm_offset};
 use flashscan::{Device, bf16, f16};
 use proptest::prelude::*;
 
@@ -30,4 +30,14 @@ fn cpu_norm_single_element_rows() {
     // cols = 1: LayerNorm gives exactly the bias (x - mean = 0).
     check_norm::<f32>(Device::Cpu, 7, 1, false, true, 3);
     check_norm::<f16>(Device::Cpu, 7, 1, true, false, 4);
+}
+
+#[test]
+fn cpu_layer_norm_far_from_zero() {
+    // Mean 1000, spread 2: f32 keeps ~1e-4 absolute per value here, enough for the
+    // variance (~1.3) only if it is computed from deviations, not from E[x^2].
+    let d = Device::Cpu;
+    for &cols in &[1000, 4096, 16384] {
+        check_norm_offset::<f32>(d, 5, cols, false, true, cols as u64, Some(1000.0));
+    }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::check_norm;
+use common::{check_norm, check_norm_offset};
 use flashscan::{Device, Error, Tensor, bf16, f16, norm, runtime::Gpu};
 use proptest::prelude::*;
 
@@ -55,5 +55,16 @@ fn gpu_norm_rejects_mixed_devices() {
         Err(Error::DeviceMismatch { arg: "weight", .. }) => {}
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("mixed devices accepted"),
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_layer_norm_far_from_zero() {
+    // Mean 1000, spread 2: f32 keeps ~1e-4 absolute per value here, enough for the
+    // variance (~1.3) only if it is computed from deviations, not from E[x^2].
+    let d = gpu();
+    for &cols in &[1000, 4096, 16384] {
+        check_norm_offset::<f32>(d, 5, cols, false, true, cols as u64, Some(1000.0));
     }
 }

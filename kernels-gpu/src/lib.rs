@@ -7,7 +7,7 @@
 //! helpers are unit-tested on the CPU. Everything that emits PTX sits behind
 //! `cfg(target_arch = "nvptx64")`.
 #![no_std]
-#![cfg_attr(target_arch = "nvptx64", feature(abi_ptx, stdarch_nvptx, asm_experimental_arch))]
+#![cfg_attr(target_arch = "nvptx64", feature(abi_ptx, stdarch_nvptx, asm_experimental_arch, link_llvm_intrinsics))]
 
 #[cfg(test)]
 extern crate std;

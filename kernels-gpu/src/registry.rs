@@ -2,7 +2,7 @@
 //! with. The PTX test runs `ptxas -v` over all of them and fails on spills, stack frames
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
-use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
+use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D128_ALT, FWD_D192, FWD_D256};
 use crate::norm::NORM_SMEM_BUDGET;
 use crate::selftest::SELFTEST_SMEM_BUDGET;
 
@@ -38,6 +38,8 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_fwd_d96_bf16", FWD_D96.smem_bytes(), &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"]),
     k("attn_fwd_d96_f16", FWD_D96.smem_bytes(), &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"]),
     k("attn_fwd_d128_bf16", FWD_D128.smem_bytes(), &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"]),
+    k("attn_fwd_d128alt_bf16", FWD_D128_ALT.smem_bytes(), &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"]),
+    k("attn_fwd_d128alt_f16", FWD_D128_ALT.smem_bytes(), &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"]),
     k("attn_fwd_d128_f16", FWD_D128.smem_bytes(), &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"]),
     k("attn_fwd_d192_bf16", FWD_D192.smem_bytes(), &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"]),
     k("attn_fwd_d192_f16", FWD_D192.smem_bytes(), &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"]),

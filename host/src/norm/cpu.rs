@@ -1,5 +1,6 @@
-//! The CPU path: per row, the kernel's two passes in f32 (sum, then squared deviations
-//! from the mean), then normalise, scale, shift and round to the element type.
+//! The CPU path: per row, the kernel's two passes (sum, then squared deviations from
+//! the mean; accumulated in f64 here), then normalise, scale and shift in f32 and round
+//! to the element type.
 
 use super::{Dims, NormOutput};
 use crate::{Element, Tensor};
@@ -20,13 +21,15 @@ pub(super) fn norm<T: Element, W: Element>(
     let mut y = Vec::with_capacity(xs.len());
     let (mut means, mut rstds) = (Vec::with_capacity(d.rows), Vec::with_capacity(d.rows));
     for row in xs.chunks(d.cols) {
-        let n = d.cols as f32;
+        // Sums in f64: a sequential f32 sum of thousands of terms loses more than the
+        // kernel's short per-thread sums merged in a tree do.
+        let n = d.cols as f64;
         let (mean, rstd) = if rms {
-            (0.0, 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / n + eps).sqrt())
+            (0.0, (1.0 / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n + eps as f64).sqrt()) as f32)
         } else {
-            let mean = row.iter().sum::<f32>() / n;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-            (mean, 1.0 / (var + eps).sqrt())
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = row.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>() / n;
+            (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
         };
         for (j, v) in row.iter().enumerate() {
             let shift = b.as_ref().map_or(0.0, |b| b[j]);

@@ -3,13 +3,14 @@
 //! (lane / 4 and lane / 4 + 8) and pairs of columns (2 * (lane % 4) + {0, 1}).
 //!
 //! Memory story:
-//!   HBM  -> SRAM  Q tile once; K, V tiles per key block, two stages, cp.async
+//!   HBM  -> SRAM  Q tile once; K, V tiles per key block, STAGES (3) deep, cp.async:
+//!                 block i+2 is in flight while block i is computed
 //!   SRAM -> regs  ldmatrix (Q, K plain: they are row-major [row][d]; V transposed)
 //!   regs          S, P (f32 -> bf16/f16 in place), O accumulator, row max m, row sum l
 //!   regs -> HBM   O (rounded) and lse, once
 
 use super::tile::load_tile;
-use super::{AttnFwdParams, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
+use super::{AttnFwdParams, FWD_STAGES as STAGES, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
 use crate::device::cp_async::{commit, wait_group};
 use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
 use crate::device::math::{exp2, fma, log2, max, rcp};
@@ -97,7 +98,7 @@ unsafe fn attn_fwd<
     // SRAM (see FwdTile): Q at 0, then K stages, then V stages.
     let s_q = Sram::at(0);
     let s_k = |st: u32| Sram::at((block_m + st * BN) * PITCH);
-    let s_v = |st: u32| Sram::at((block_m + (2 + st) * BN) * PITCH);
+    let s_v = |st: u32| Sram::at((block_m + (STAGES + st) * BN) * PITCH);
 
     let q_hbm = Hbm::<u16>::from_addr(p.q).offset(b as usize * p.q_batch_stride as usize + h as usize * p.head_dim as usize);
     let kv_off = b as usize * p.k_batch_stride as usize + kv_h as usize * p.head_dim as usize;
@@ -120,6 +121,12 @@ unsafe fn attn_fwd<
         load_kv(nb_lo, 0);
     }
     commit();
+    // Group 1: the second K/V block (an empty group if there is none, so that group i
+    // always holds block i and one wait count fits every iteration).
+    if nb_lo + 1 < nb_hi {
+        load_kv(nb_lo + 1, 1);
+    }
+    commit();
 
     // This warp's rows within the tile, and this lane's ldmatrix row addresses.
     let warp_row = w * 16 * MT as u32;
@@ -134,13 +141,14 @@ unsafe fn attn_fwd<
     let mut nb = nb_lo;
     let mut stage = 0u32;
     while nb < nb_hi {
-        // Prefetch the next key block into the other stage while this one is used.
-        if nb + 1 < nb_hi {
-            load_kv(nb + 1, stage ^ 1);
-        }
-        commit();
+        // Block nb landed (only the newest group, block nb+1, may be in flight), and every
+        // warp is past block nb-1, so its stage can take block nb+2: one barrier per block.
         wait_group::<1>();
         sync_threads();
+        if nb + 2 < nb_hi {
+            load_kv(nb + 2, if stage == 0 { STAGES - 1 } else { stage - 1 });
+        }
+        commit();
         if QREG && nb == nb_lo {
             unroll::<MT, _>(|mt| unroll::<DK, _>(|kk| q_frag[mt][kk] = FragA(unsafe { ldmatrix_x4(q_addr(mt, kk)) })));
         }
@@ -237,9 +245,7 @@ unsafe fn attn_fwd<
                 }
             })
         });
-        // Everyone is done with this stage before the next prefetch overwrites it.
-        sync_threads();
-        stage ^= 1;
+        stage = if stage + 1 == STAGES { 0 } else { stage + 1 };
         nb += 1;
     }
     wait_group::<0>();
@@ -305,11 +311,13 @@ fwd_entry!(attn_fwd_d32_bf16, Bf16, FWD_D32);
 fwd_entry!(attn_fwd_d64_bf16, Bf16, FWD_D64);
 fwd_entry!(attn_fwd_d96_bf16, Bf16, FWD_D96);
 fwd_entry!(attn_fwd_d128_bf16, Bf16, FWD_D128);
+fwd_entry!(attn_fwd_d128alt_bf16, Bf16, super::FWD_D128_ALT);
 fwd_entry!(attn_fwd_d192_bf16, Bf16, FWD_D192);
 fwd_entry!(attn_fwd_d256_bf16, Bf16, FWD_D256);
 fwd_entry!(attn_fwd_d32_f16, F16, FWD_D32);
 fwd_entry!(attn_fwd_d64_f16, F16, FWD_D64);
 fwd_entry!(attn_fwd_d96_f16, F16, FWD_D96);
 fwd_entry!(attn_fwd_d128_f16, F16, FWD_D128);
+fwd_entry!(attn_fwd_d128alt_f16, F16, super::FWD_D128_ALT);
 fwd_entry!(attn_fwd_d192_f16, F16, FWD_D192);
 fwd_entry!(attn_fwd_d256_f16, F16, FWD_D256);

@@ -77,7 +77,7 @@ impl FwdTile {
     pub const fn pitch(self) -> u32 {
         self.d * 2 + 16
     }
-    /// SRAM layout: [Q: block_m rows][K: 2 stages x block_n rows][V: 2 stages x block_n].
+    /// SRAM layout: [Q: block_m rows][K: 3 stages x block_n rows][V: 3 stages x block_n].
     pub const fn q_offset(self) -> u32 {
         0
     }
@@ -85,10 +85,10 @@ impl FwdTile {
         (self.block_m() + stage * self.block_n) * self.pitch()
     }
     pub const fn v_offset(self, stage: u32) -> u32 {
-        (self.block_m() + (2 + stage) * self.block_n) * self.pitch()
+        (self.block_m() + (FWD_STAGES + stage) * self.block_n) * self.pitch()
     }
     pub const fn smem_bytes(self) -> u32 {
-        (self.block_m() + 4 * self.block_n) * self.pitch()
+        (self.block_m() + 2 * FWD_STAGES * self.block_n) * self.pitch()
     }
 }
 
@@ -96,19 +96,27 @@ const fn t(d: u32, warps: u32, m_tiles: u32, block_n: u32, q_in_regs: bool) -> F
     FwdTile { d, warps, m_tiles, block_n, q_in_regs }
 }
 
-// Tile shapes and SRAM budgets (pitch = 2d + 16 bytes):
-//   d=32:  128 x 64 keys, 4 warps x 32 rows, Q in regs: (128 + 4*64) x  80 B = 30 KiB
-//   d=64:  128 x 64,      4 warps x 32 rows, Q in regs: (128 + 256)  x 144 B = 54 KiB
-//   d=96:  128 x 64,      4 warps x 32 rows, Q in SRAM: (128 + 256)  x 208 B = 78 KiB
-//   d=128: 128 x 64,      4 warps x 32 rows, Q in SRAM: (128 + 256)  x 272 B = 102 KiB
-//   d=192:  64 x 64,      4 warps x 16 rows, Q in SRAM: (64 + 256)   x 400 B = 125 KiB
-//   d=256:  64 x 32,      4 warps x 16 rows, Q in SRAM: (64 + 128)   x 528 B = 99 KiB
-// All fit the 163 KiB an A100 block may opt into; two d<=96 CTAs share an H100 SM.
+/// K/V pipeline depth: block i+2 loads while block i is computed, and one barrier per
+/// key block suffices (the stage being refilled was last read two blocks ago).
+pub const FWD_STAGES: u32 = 3;
+
+// Tile shapes and SRAM budgets: (block_m + 6 block_n) rows x pitch (2d + 16 bytes):
+//   d=32:  128 x 64 keys, 4 warps x 32 rows, Q in regs: (128 + 384) x  80 B =  40 KiB
+//   d=64:  128 x 64,      4 warps x 32 rows, Q in SRAM: (128 + 384) x 144 B =  72 KiB
+//   d=96:  128 x 32,      4 warps x 32 rows, Q in SRAM: (128 + 192) x 208 B =  65 KiB
+//   d=128: 128 x 64,      8 warps x 16 rows, Q in regs: (128 + 384) x 272 B = 136 KiB
+//   d=192:  64 x 32,      4 warps x 16 rows, Q in SRAM: (64 + 192)  x 400 B = 100 KiB
+//   d=256:  64 x 32,      4 warps x 16 rows, Q in SRAM: (64 + 192)  x 528 B = 132 KiB
+// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB). The warp and row
+// counts keep every kernel under 255 registers without spills (tests/ptx.rs checks).
 pub const FWD_D32: FwdTile = t(32, 4, 2, 64, true);
 pub const FWD_D64: FwdTile = t(64, 4, 2, 64, false);
 pub const FWD_D96: FwdTile = t(96, 4, 2, 32, false);
 pub const FWD_D128: FwdTile = t(128, 8, 1, 64, true);
-pub const FWD_D192: FwdTile = t(192, 4, 1, 64, false);
+/// An alternative d=128 tile under evaluation (4 warps x 16 rows, 32 keys: smaller
+/// CTAs, two or three per SM); `FLASHSCAN_ATTN_TILE=alt` selects it.
+pub const FWD_D128_ALT: FwdTile = t(128, 4, 1, 32, true);
+pub const FWD_D192: FwdTile = t(192, 4, 1, 32, false);
 pub const FWD_D256: FwdTile = t(256, 4, 1, 32, false);
 
 /// Every forward tile, smallest head dim first: a head dim runs on the first tile whose

@@ -52,13 +52,22 @@ pub fn warp() -> u32 {
 }
 
 /// `bar.sync 0;` — every thread of the block, and their shared-memory accesses.
+/// Through LLVM's `llvm.nvvm.barrier0`, which is *convergent*: LLVM may not duplicate it
+/// into divergent branches. (An `asm!` barrier is not convergent, and LLVM's tail
+/// duplication once gave threads of one kernel different barrier counts: a hang.)
 #[inline(always)]
 pub fn sync_threads() {
-    unsafe { asm!("bar.sync 0;", options(nostack)) }
+    unsafe { core::arch::nvptx::_syncthreads() }
 }
 
 /// `bar.sync id, n;` — a named barrier among `n` threads (a multiple of 32).
+/// Through the convergent `llvm.nvvm.barrier.sync.cnt`.
 #[inline(always)]
 pub fn sync_named(id: u32, n: u32) {
-    unsafe { asm!("bar.sync {0}, {1};", in(reg32) id, in(reg32) n, options(nostack)) }
+    unsafe { barrier_sync_cnt(id, n) }
+}
+
+unsafe extern "C" {
+    #[link_name = "llvm.nvvm.barrier.sync.cnt"]
+    fn barrier_sync_cnt(id: u32, n: u32);
 }

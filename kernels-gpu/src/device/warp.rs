@@ -69,47 +69,42 @@ pub fn block_sum(v: f32, scratch: Sram) -> f32 {
     total
 }
 
-/// Chan et al.'s merge of two partial (count, mean, M2 = sum of squared deviations).
+/// Count, mean and M2 (sum of squared deviations from the mean) over the block, from
+/// each thread's partial (count, its own mean, its own M2). One barrier round, and
+/// accurate like a two-pass variance: partials are combined as sums of deviations from
+/// a shift K that is itself a mean of real values (lane 0's within a warp, warp 0's
+/// across warps), so S2 - S1^2 / n never cancels more than the data's own spread
+/// around K. Deterministic (fixed order). `scratch`: 3 f32 per warp. Ends with a barrier.
 #[inline(always)]
-pub fn merge_moments(a: (f32, f32, f32), b: (f32, f32, f32)) -> (f32, f32, f32) {
-    let n = a.0 + b.0;
-    if n == 0.0 {
-        return (0.0, 0.0, 0.0);
-    }
-    let delta = b.1 - a.1;
-    let wb = b.0 / n;
-    (n, a.1 + delta * wb, a.2 + b.2 + delta * delta * a.0 * wb)
-}
-
-/// (count, mean, M2) over the block from each thread's partial, merged pairwise in a
-/// fixed order (deterministic): one reduction gives a two-pass-accurate variance.
-/// `scratch` holds 3 f32 per warp (at most 32 warps). Ends with a barrier.
-#[inline(always)]
-pub fn block_moments(mut m: (f32, f32, f32), scratch: Sram) -> (f32, f32, f32) {
-    let mut k = 1;
-    while k < 32 {
-        let other = (shfl_xor(m.0, k), shfl_xor(m.1, k), shfl_xor(m.2, k));
-        // Lower lane first, so both partners compute the identical merge.
-        m = if lane() & k == 0 { merge_moments(m, other) } else { merge_moments(other, m) };
-        k *= 2;
-    }
+pub fn block_moments(count: f32, mean: f32, m2: f32, scratch: Sram) -> (f32, f32, f32) {
+    // Lane 0 of a warp holds values whenever any lane does (values go to threads in order).
+    let k = shfl_idx(mean, 0);
+    let d = mean - k;
+    let n = warp_sum(count);
+    let s1 = warp_sum(count * d);
+    let s2 = warp_sum(m2 + count * d * d);
     if lane() == 0 {
+        let (mean_w, m2_w) = if n > 0.0 { (k + s1 / n, s2 - s1 * s1 / n) } else { (0.0, 0.0) };
         let w = 12 * warp();
         unsafe {
-            scratch.st_f32(w, m.0);
-            scratch.st_f32(w + 4, m.1);
-            scratch.st_f32(w + 8, m.2);
+            scratch.st_f32(w, n);
+            scratch.st_f32(w + 4, mean_w);
+            scratch.st_f32(w + 8, m2_w);
         }
     }
     sync_threads();
     let nwarps = block_threads().div_ceil(32);
-    let mut total = (0.0, 0.0, 0.0);
+    let k = unsafe { scratch.ld_f32(4) };
+    let (mut n, mut s1, mut s2) = (0.0f32, 0.0f32, 0.0f32);
     let mut i = 0;
     while i < nwarps {
-        let part = unsafe { (scratch.ld_f32(12 * i), scratch.ld_f32(12 * i + 4), scratch.ld_f32(12 * i + 8)) };
-        total = merge_moments(total, part);
+        let (nw, mw, m2w) = unsafe { (scratch.ld_f32(12 * i), scratch.ld_f32(12 * i + 4), scratch.ld_f32(12 * i + 8)) };
+        let d = mw - k;
+        n += nw;
+        s1 += nw * d;
+        s2 += m2w + nw * d * d;
         i += 1;
     }
     sync_threads();
-    total
+    if n > 0.0 { (n, k + s1 / n, super::math::max(s2 - s1 * s1 / n, 0.0)) } else { (0.0, 0.0, 0.0) }
 }

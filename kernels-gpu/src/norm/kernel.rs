@@ -2,9 +2,9 @@
 //!   pass 1: HBM -> registers -> SRAM, 16-byte vectors, 4 in flight per thread; sum
 //!           (or sum of squares for RMSNorm) in registers.
 //!   pass 2 (LayerNorm): SRAM -> registers, the thread's own values only: their squared
-//!           deviations from the thread's own mean. Then ONE block reduction merges the
-//!           threads' (count, mean, M2) with Chan's formula: a two-pass-accurate
-//!           variance for the cost of one barrier round (RMSNorm: one block_sum).
+//!           deviations from the thread's own mean. Then ONE block reduction combines the
+//!           threads' (count, mean, M2) (`block_moments`): a two-pass-accurate variance
+//!           for the cost of one barrier round, like RMSNorm's one block_sum.
 //!   pass 3: SRAM -> registers -> HBM: y = (x - mean) * rstd * w + b.
 //! Each thread reads back only the SRAM vectors it wrote, so passes 2 and 3 need no
 //! barrier of their own. SRAM: norm_smem_bytes(cols, elem) <= NORM_SMEM_BUDGET.
@@ -101,7 +101,7 @@ unsafe fn norm_row<T: Elem, const RMS: bool>(p: &NormParams, row: usize) {
                 i += NT;
             }
         }
-        let (_, mean, m2_total) = block_moments((count, my_mean, m2), scratch);
+        let (_, mean, m2_total) = block_moments(count, my_mean, m2, scratch);
         (mean, div(1.0, sqrt(m2_total / n + p.eps)))
     };
 

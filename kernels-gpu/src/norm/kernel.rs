@@ -1,10 +1,7 @@
 //! The norm kernels. Per CTA (256 threads), per row:
 //!   pass 1: HBM -> registers -> SRAM, 16-byte vectors, 4 in flight per thread; sum
-//!           (or sum of squares for RMSNorm) in registers.
-//!   pass 2 (LayerNorm): SRAM -> registers, the thread's own values only: their squared
-//!           deviations from the thread's own mean. Then ONE block reduction combines the
-//!           threads' (count, mean, M2) (`block_moments`): a two-pass-accurate variance
-//!           for the cost of one barrier round, like RMSNorm's one block_sum.
+//!           (or sum of squares for RMSNorm) in registers; block_sum.
+//!   pass 2: SRAM -> registers: sum of squared deviations (LayerNorm only); block_sum.
 //!   pass 3: SRAM -> registers -> HBM: y = (x - mean) * rstd * w + b.
 //! Each thread reads back only the SRAM vectors it wrote, so passes 2 and 3 need no
 //! barrier of their own. SRAM: norm_smem_bytes(cols, elem) <= NORM_SMEM_BUDGET.
@@ -12,7 +9,7 @@
 use super::*;
 use crate::device::math::{div, sqrt};
 use crate::device::thread::{block_x, grid_x, tid};
-use crate::device::warp::{block_moments, block_sum};
+use crate::device::warp::block_sum;
 use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram};
 
 const NT: usize = NORM_THREADS as usize;
@@ -71,24 +68,23 @@ unsafe fn norm_row<T: Elem, const RMS: bool>(p: &NormParams, row: usize) {
             i += NT;
         }
     }
+    let total = block_sum(acc, scratch);
     let n = cols as f32;
+
     let (mean, rstd) = if RMS {
-        let total = block_sum(acc, scratch);
         (0.0, div(1.0, sqrt(total / n + p.eps)))
     } else {
-        // This thread's values: count, and their mean from pass 1's sum.
-        let count = if vectors { (nvec.saturating_sub(t).div_ceil(NT) * lanes) as f32 } else { cols.saturating_sub(t).div_ceil(NT) as f32 };
-        let my_mean = if count > 0.0 { div(acc, count) } else { 0.0 };
-        // Pass 2: squared deviations from my_mean over the same values, from SRAM.
-        let mut m2 = 0.0f32;
+        let mean = total / n;
+        // Pass 2: variance from SRAM, two-pass for accuracy.
+        let mut sq = 0.0f32;
         if vectors {
             let mut i = t;
             while i < nvec {
                 let f = T::unpack_v4(unsafe { row_sram.ld_v4((i * 16) as u32) });
                 for j in 0..8 {
                     if j < lanes {
-                        let d = f[j] - my_mean;
-                        m2 += d * d;
+                        let d = f[j] - mean;
+                        sq += d * d;
                     }
                 }
                 i += NT;
@@ -96,13 +92,13 @@ unsafe fn norm_row<T: Elem, const RMS: bool>(p: &NormParams, row: usize) {
         } else {
             let mut i = t;
             while i < cols {
-                let d = unsafe { T::ld_sram(row_sram, i as u32 * T::BYTES) }.to_f32() - my_mean;
-                m2 += d * d;
+                let d = unsafe { T::ld_sram(row_sram, i as u32 * T::BYTES) }.to_f32() - mean;
+                sq += d * d;
                 i += NT;
             }
         }
-        let (_, mean, m2_total) = block_moments(count, my_mean, m2, scratch);
-        (mean, div(1.0, sqrt(m2_total / n + p.eps)))
+        let var = block_sum(sq, scratch) / n;
+        (mean, div(1.0, sqrt(var + p.eps)))
     };
 
     if t == 0 {

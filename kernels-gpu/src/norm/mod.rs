@@ -36,10 +36,10 @@ pub const NORM_MAX_COLS: u32 = 16384;
 /// Most CTAs in the grid; larger row counts are walked grid-stride.
 pub const NORM_MAX_GRID: u32 = 65535 * 16;
 
-/// Bytes of SRAM scratch for the block reduction: (count, mean, M2) per warp, 32 warps.
-pub const NORM_SCRATCH_BYTES: u32 = 32 * 3 * 4;
+/// Bytes of SRAM scratch for the block reduction: one f32 per warp.
+pub const NORM_SCRATCH_BYTES: u32 = 32 * 4;
 
-/// SRAM layout: [row: cols x elem bytes, padded to 16][reduction scratch: 32 x 3 f32].
+/// SRAM layout: [row: cols x elem bytes, padded to 16][reduction scratch: 32 f32].
 pub const fn norm_smem_bytes(cols: u32, elem_bytes: u32) -> u32 {
     (cols * elem_bytes).div_ceil(16) * 16 + NORM_SCRATCH_BYTES
 }

@@ -92,7 +92,7 @@ impl Case {
 
     /// q, k, v with seeded normal entries, rounded to T.
     pub fn inputs<T: Element>(&self) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
-        let mut rng = Rng(self.seed);
+        let mut rng = Rng::new(self.seed);
         let d = self.head_dim;
         let q = rng.normal::<T>(&[self.batch, self.seqlen_q, self.heads_q(), d], self.magnitude);
         let k = rng.normal::<T>(&[self.batch, self.seqlen_k, self.heads_kv, d], self.magnitude);
@@ -101,27 +101,21 @@ impl Case {
     }
 }
 
-/// splitmix64: a small, seedable generator (the inputs of a failing case are reproducible
-/// from its seed).
-pub struct Rng(pub u64);
+/// The seeded generator shared with the norm tests (the inputs of a failing case are
+/// reproducible from its seed), plus the Gaussian draws attention needs.
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::Rng;
 
 impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// Uniform in (0, 1].
-    pub fn uniform(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
     /// Standard normal (Box-Muller).
     pub fn gaussian(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
+        let (u1, u2) = (self.unit(), self.unit());
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 

@@ -43,7 +43,9 @@ fn bench(d: usize, n: usize, causal: bool, iters: usize) -> flashscan::Result<()
     let ms = median(&mut t) as f64;
     let flops = 4.0 * (b * h) as f64 * (n * n) as f64 * d as f64 / if causal { 2.0 } else { 1.0 };
     let tflops = flops / (ms * 1e-3) / 1e12;
-    println!("{{\"impl\":\"flashscan\",\"d\":{d},\"n\":{n},\"batch\":{b},\"heads\":{h},\"causal\":{causal},\"ms\":{ms:.5},\"tflops\":{tflops:.1}}}");
+    println!(
+        "{{\"impl\":\"flashscan\",\"d\":{d},\"n\":{n},\"batch\":{b},\"heads\":{h},\"causal\":{causal},\"ms\":{ms:.5},\"tflops\":{tflops:.1}}}"
+    );
     eprintln!("flashscan fwd d={d:3} N={n:5} b={b:2} h={h:2} causal={causal:5}  {ms:8.4} ms  {tflops:6.1} TFLOP/s");
     Ok(())
 }

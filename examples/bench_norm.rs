@@ -14,7 +14,9 @@ fn bench<T: Element>(rows: usize, cols: usize, rms: bool, copy_gbs: f64) -> flas
     // Two inputs used alternately, each larger than L2 for the big shapes.
     let xs: Vec<Tensor<T>> = (0..2)
         .map(|s| {
-            let a = ArrayD::from_shape_fn(IxDyn(&[rows, cols]), |i| T::from_f32(((i[0] * 31 + i[1] * 7 + s) % 97) as f32 / 97.0 - 0.5));
+            let a = ArrayD::from_shape_fn(IxDyn(&[rows, cols]), |i| {
+                T::from_f32(((i[0] * 31 + i[1] * 7 + s) % 97) as f32 / 97.0 - 0.5)
+            });
             Tensor::from_array(a, d)
         })
         .collect::<flashscan::Result<_>>()?;
@@ -36,7 +38,11 @@ fn bench<T: Element>(rows: usize, cols: usize, rms: bool, copy_gbs: f64) -> flas
         T::DTYPE,
         gbs / copy_gbs
     );
-    eprintln!("{kind:10} {:5} [{rows:6} x {cols:5}]  {ms:8.4} ms  {gbs:7.1} GB/s  {:5.1}% of copy", T::DTYPE.to_string(), 100.0 * gbs / copy_gbs);
+    eprintln!(
+        "{kind:10} {:5} [{rows:6} x {cols:5}]  {ms:8.4} ms  {gbs:7.1} GB/s  {:5.1}% of copy",
+        T::DTYPE.to_string(),
+        100.0 * gbs / copy_gbs
+    );
     Ok(())
 }
 

@@ -73,9 +73,7 @@ fn main() {
             // call must be inlined for the fragment arrays to stay in registers.
             format!("-C target-cpu={cpu} -C target-feature={features} -C llvm-args=-inline-threshold=100000"),
         );
-        let output = cmd
-            .output()
-            .unwrap_or_else(|e| fail(&format!("could not start the nested cargo ({cargo}): {e}")));
+        let output = cmd.output().unwrap_or_else(|e| fail(&format!("could not start the nested cargo ({cargo}): {e}")));
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             eprintln!("{stderr}");

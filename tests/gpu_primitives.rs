@@ -42,7 +42,13 @@ fn ldmatrix_x4_and_trans_match_the_fragment_maps() {
     let tile: Vec<u16> = (0..256u32).map(|i| (i * 7 + 3) as u16).collect();
     let a = upload(&g, tile.iter().map(|&v| f16::from_bits(v)).collect());
     let c = poisoned::<f32>(&g, 32 * 8);
-    launch(&g, "selftest_ldmatrix", 32, 512, SelftestParams { a: a.device_addr(), c: c.device_addr(), ..Default::default() });
+    launch(
+        &g,
+        "selftest_ldmatrix",
+        32,
+        512,
+        SelftestParams { a: a.device_addr(), c: c.device_addr(), ..Default::default() },
+    );
     let out: Vec<u32> = download(&c).iter().map(|v| v.to_bits()).collect();
     for lane in 0..32u32 {
         for e in 0..8u32 {
@@ -67,7 +73,13 @@ fn mma_case<T: Element>(seed: u64) {
     let (ad, bd, btd) = (upload(&g, to_t(&a)), upload(&g, to_t(&b)), upload(&g, to_t(&bt)));
     let d = poisoned::<f32>(&g, 256);
     let kernel = format!("selftest_mma_{}", T::DTYPE.suffix());
-    let p = SelftestParams { a: ad.device_addr(), b: bd.device_addr(), c: btd.device_addr(), d: d.device_addr(), ..Default::default() };
+    let p = SelftestParams {
+        a: ad.device_addr(),
+        b: bd.device_addr(),
+        c: btd.device_addr(),
+        d: d.device_addr(),
+        ..Default::default()
+    };
     launch(&g, &kernel, 32, 1024, p);
     let out = download(&d);
     for r in 0..16 {
@@ -113,7 +125,8 @@ fn cp_async_copies_in_two_groups_and_zero_fills() {
         let mut rng = Rng::new(n as u64);
         // Bytes 1..=255 so a zero in the output can only come from the zero-fill.
         let src: Vec<u8> = (0..total).map(|_| 1 + (rng.next_u64() % 255) as u8).collect();
-        let words: Vec<f32> = src.chunks(4).map(|c| f32::from_bits(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect();
+        let words: Vec<f32> =
+            src.chunks(4).map(|c| f32::from_bits(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect();
         let a = upload(&g, words);
         let c = poisoned::<f32>(&g, total / 4);
         let p = SelftestParams { a: a.device_addr(), c: c.device_addr(), n: n as u32, ..Default::default() };
@@ -134,13 +147,21 @@ fn warp_shuffles_reductions_and_fast_math_match_cpu() {
     let k = WARP_TEST_OUTPUTS as usize;
     for seed in 0..3u64 {
         let mut rng = Rng::new(seed);
-        let x: Vec<f32> = (0..threads).map(|_| {
-            let v = rng.uniform(-6.0, 6.0);
-            if v.abs() < 1e-3 { 0.5 } else { v }
-        }).collect();
+        let x: Vec<f32> = (0..threads)
+            .map(|_| {
+                let v = rng.uniform(-6.0, 6.0);
+                if v.abs() < 1e-3 { 0.5 } else { v }
+            })
+            .collect();
         let a = upload(&g, x.clone());
         let c = poisoned::<f32>(&g, threads * k);
-        launch(&g, "selftest_warp", WARP_TEST_THREADS, 256, SelftestParams { a: a.device_addr(), c: c.device_addr(), ..Default::default() });
+        launch(
+            &g,
+            "selftest_warp",
+            WARP_TEST_THREADS,
+            256,
+            SelftestParams { a: a.device_addr(), c: c.device_addr(), ..Default::default() },
+        );
         let out = download(&c);
         let total: f64 = x.iter().map(|&v| v as f64).sum();
         let abs_total: f64 = x.iter().map(|&v| v.abs() as f64).sum();

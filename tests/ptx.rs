@@ -18,7 +18,8 @@ fn ptxas() -> PathBuf {
         return "ptxas".into();
     }
     for py in ["python3", "python"] {
-        let code = "import nvidia.cuda_nvcc, os; print(os.path.join(list(nvidia.cuda_nvcc.__path__)[0], 'bin', 'ptxas'))";
+        let code =
+            "import nvidia.cuda_nvcc, os; print(os.path.join(list(nvidia.cuda_nvcc.__path__)[0], 'bin', 'ptxas'))";
         if let Ok(o) = Command::new(py).args(["-c", code]).output()
             && o.status.success()
         {
@@ -97,8 +98,21 @@ fn ptxas_accepts_every_kernel_without_spills_stack_or_smem_overrun() {
                 .iter()
                 .find(|(n, _)| n == k.name)
                 .unwrap_or_else(|| panic!("{}: ptxas did not report {}:\n{log}", arch.name(), k.name));
-            report += &format!("{:6} {:28} {:3} regs {:6} B static smem, budget {:6}\n", arch.name(), k.name, u.regs, u.smem, k.smem_budget);
-            assert_eq!((u.stack, u.spill_stores, u.spill_loads), (0, 0, 0), "{} {}: stack/spills {u:?}", arch.name(), k.name);
+            report += &format!(
+                "{:6} {:28} {:3} regs {:6} B static smem, budget {:6}\n",
+                arch.name(),
+                k.name,
+                u.regs,
+                u.smem,
+                k.smem_budget
+            );
+            assert_eq!(
+                (u.stack, u.spill_stores, u.spill_loads),
+                (0, 0, 0),
+                "{} {}: stack/spills {u:?}",
+                arch.name(),
+                k.name
+            );
             assert!(
                 u.smem + k.smem_budget <= arch.smem_optin_limit(),
                 "{} {}: {} B static + {} B dynamic SRAM > {} B",
@@ -114,7 +128,9 @@ fn ptxas_accepts_every_kernel_without_spills_stack_or_smem_overrun() {
             }
         }
         // Every entry in the PTX is registered (so none escapes these checks).
-        for name in ptx.lines().filter_map(|l| l.split(".entry ").nth(1)).map(|r| r.split('(').next().unwrap_or(r).trim()) {
+        for name in
+            ptx.lines().filter_map(|l| l.split(".entry ").nth(1)).map(|r| r.split('(').next().unwrap_or(r).trim())
+        {
             assert!(kernel_info(name).is_some(), "{name} is in the PTX but not in kernels::registry::KERNELS");
         }
     }

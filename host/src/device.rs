@@ -27,11 +27,7 @@ impl Device {
     pub fn gpu(&self) -> Result<Arc<Gpu>> {
         match self {
             Device::Cuda(n) => Gpu::get(*n),
-            Device::Cpu => Err(Error::Value {
-                arg: "device",
-                got: "cpu".into(),
-                expected: "a CUDA device".into(),
-            }),
+            Device::Cpu => Err(Error::Value { arg: "device", got: "cpu".into(), expected: "a CUDA device".into() }),
         }
     }
 
@@ -40,7 +36,12 @@ impl Device {
         match self {
             Device::Cpu => "cpu".into(),
             Device::Cuda(n) => match Gpu::get(*n) {
-                Ok(g) => format!("cuda:{n} ({}, compute {}.{})", g.name(), g.compute_capability().0, g.compute_capability().1),
+                Ok(g) => format!(
+                    "cuda:{n} ({}, compute {}.{})",
+                    g.name(),
+                    g.compute_capability().0,
+                    g.compute_capability().1
+                ),
                 Err(_) => format!("cuda:{n}"),
             },
         }

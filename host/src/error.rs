@@ -42,10 +42,9 @@ impl fmt::Display for Error {
                 f,
                 "GPU {name} has compute capability {ma}.{mi}; flashscan's kernels need 8.0 or newer (Ampere, Ada, Hopper)"
             ),
-            Error::SharedMemory { kernel, requested, limit } => write!(
-                f,
-                "kernel {kernel} needs {requested} bytes of shared memory per block; this GPU allows {limit}"
-            ),
+            Error::SharedMemory { kernel, requested, limit } => {
+                write!(f, "kernel {kernel} needs {requested} bytes of shared memory per block; this GPU allows {limit}")
+            }
             Error::PtxJit { message, log } => write!(f, "the driver could not load flashscan's PTX: {message}\n{log}"),
             Error::Driver { op, message } => write!(f, "CUDA driver error in {op}: {message}"),
         }

@@ -12,9 +12,9 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod attention;
 #[cfg(target_arch = "nvptx64")]
 pub mod device;
-pub mod attention;
 pub mod dtype;
 pub mod layout;
 pub mod norm;

@@ -54,7 +54,15 @@ pub fn check_norm<T: Element>(device: Device, rows: usize, cols: usize, rms: boo
 /// The same with the inputs centred on `offset` (random in [-3, 3) when None): a large
 /// offset against a spread of 2 is where a one-pass E[x^2] - E[x]^2 variance loses
 /// every digit; the kernels' two-pass-accurate variance must not.
-pub fn check_norm_offset<T: Element>(device: Device, rows: usize, cols: usize, rms: bool, with_bias: bool, seed: u64, offset: Option<f32>) {
+pub fn check_norm_offset<T: Element>(
+    device: Device,
+    rows: usize,
+    cols: usize,
+    rms: bool,
+    with_bias: bool,
+    seed: u64,
+    offset: Option<f32>,
+) {
     let mut rng = Rng::new(seed);
     let offset = offset.unwrap_or_else(|| rng.uniform(-3.0, 3.0));
     let x: ArrayD<T> = rng.array(&[rows, cols], offset - 2.0, offset + 2.0);
@@ -81,7 +89,11 @@ pub fn check_norm_offset<T: Element>(device: Device, rows: usize, cols: usize, r
         let (ry, rmean, rrstd) = reference::layer_norm(&xf, &wf, with_bias.then_some(&bf[..]), eps as f64);
         (ry, Some(rmean), rrstd)
     };
-    let what = format!("{} {:?} rows={rows} cols={cols} bias={with_bias} seed={seed}", if rms { "rms" } else { "layer" }, T::DTYPE);
+    let what = format!(
+        "{} {:?} rows={rows} cols={cols} bias={with_bias} seed={seed}",
+        if rms { "rms" } else { "layer" },
+        T::DTYPE
+    );
     assert_eq!(y.shape(), &[rows, cols], "{what}");
     assert_eq!(rstd.shape(), &[rows], "{what}");
     assert!(y.iter().all(|v| v.is_finite()), "{what}: non-finite y (unwritten output?)");

@@ -25,7 +25,11 @@ pub(crate) fn forward<T: Element>(
         tile = FWD_D128_ALT;
         name = "d128alt".into();
     }
-    let too_big = |what: &'static str, n: usize| Error::Value { arg: what, got: n.to_string(), expected: format!("at most {}", i32::MAX) };
+    let too_big = |what: &'static str, n: usize| Error::Value {
+        arg: what,
+        got: n.to_string(),
+        expected: format!("at most {}", i32::MAX),
+    };
     for (what, n) in [("seqlen_q", p.seqlen_q), ("seqlen_k", p.seqlen_k), ("batch x heads_q", p.batch * p.heads_q)] {
         if n > i32::MAX as usize {
             return Err(too_big(what, n));
@@ -65,7 +69,11 @@ pub(crate) fn forward<T: Element>(
             expected: "batch x heads_q <= 65535 (the grid's y dimension)".into(),
         });
     }
-    let cfg = LaunchGrid { grid: (m_blocks as u32, (p.batch * p.heads_q) as u32, 1), block: tile.threads(), smem: tile.smem_bytes() };
+    let cfg = LaunchGrid {
+        grid: (m_blocks as u32, (p.batch * p.heads_q) as u32, 1),
+        block: tile.threads(),
+        smem: tile.smem_bytes(),
+    };
     gpu.launch(&kernel, cfg, &params)?;
     Ok((o, lse))
 }

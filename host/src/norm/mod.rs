@@ -108,7 +108,11 @@ fn gpu_norm<T: Element, W: Element>(
         _pad: 0,
     };
     if d.rows > u32::MAX as usize {
-        return Err(Error::Shape { arg: "x", got: xg.shape().to_vec(), expected: format!("at most {} rows", u32::MAX) });
+        return Err(Error::Shape {
+            arg: "x",
+            got: xg.shape().to_vec(),
+            expected: format!("at most {} rows", u32::MAX),
+        });
     }
     let kernel = format!("{}_fwd_{}", if rms { "rmsnorm" } else { "layernorm" }, T::DTYPE.suffix());
     let cfg = LaunchGrid {

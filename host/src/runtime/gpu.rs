@@ -68,9 +68,8 @@ impl Gpu {
         if !unsafe { sys::is_culib_present() } {
             return Err(Error::NoGpu { reason: "the NVIDIA driver library (libcuda.so) was not found".into() });
         }
-        let count = CudaContext::device_count().map_err(|e| Error::NoGpu {
-            reason: format!("the driver did not initialise: {}", driver_message(&e)),
-        })?;
+        let count = CudaContext::device_count()
+            .map_err(|e| Error::NoGpu { reason: format!("the driver did not initialise: {}", driver_message(&e)) })?;
         if ordinal >= count.max(0) as usize {
             return Err(Error::NoGpu { reason: format!("asked for device {ordinal}, the driver reports {count}") });
         }
@@ -173,7 +172,10 @@ impl Gpu {
                 std::ptr::null_mut(),
             )
             .result()
-            .map_err(driver(format!("launching {kernel} (grid {:?}, block {}, smem {})", cfg.grid, cfg.block, cfg.smem)))?;
+            .map_err(driver(format!(
+                "launching {kernel} (grid {:?}, block {}, smem {})",
+                cfg.grid, cfg.block, cfg.smem
+            )))?;
         }
         if self.sync_each_launch {
             self.stream.synchronize().map_err(driver(format!("running {kernel}")))?;
@@ -226,7 +228,8 @@ impl Drop for Gpu {
 /// rejected module reports why.
 fn load_module(ctx: &Arc<CudaContext>, ptx: &str) -> Result<sys::CUmodule> {
     ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
-    let image = CString::new(ptx).map_err(|_| Error::PtxJit { message: "embedded PTX contains NUL".into(), log: String::new() })?;
+    let image = CString::new(ptx)
+        .map_err(|_| Error::PtxJit { message: "embedded PTX contains NUL".into(), log: String::new() })?;
     const LOG: usize = 1 << 16;
     let mut err_log = vec![0u8; LOG];
     let mut info_log = vec![0u8; LOG];
@@ -255,7 +258,9 @@ fn load_module(ctx: &Arc<CudaContext>, ptx: &str) -> Result<sys::CUmodule> {
     match res.result() {
         Ok(()) => Ok(module),
         Err(e) => {
-            let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]).into_owned();
+            let text = |b: &[u8]| {
+                String::from_utf8_lossy(&b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]).into_owned()
+            };
             Err(Error::PtxJit { message: driver_message(&e), log: format!("{}{}", text(&err_log), text(&info_log)) })
         }
     }

@@ -2,8 +2,8 @@
 //! device-to-device copy bandwidth measured the same way (the HBM ceiling of a run).
 
 use super::{Gpu, GpuTensor};
-use crate::error::driver;
 use crate::Result;
+use crate::error::driver;
 use cudarc::driver::sys;
 
 /// Milliseconds of each of `iters` runs of `f` (after `warmup` untimed runs), each run

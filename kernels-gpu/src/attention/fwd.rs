@@ -10,7 +10,7 @@
 //!   regs -> HBM   O (rounded) and lse, once
 
 use super::tile::load_tile;
-use super::{AttnFwdParams, FWD_STAGES as STAGES, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
+use super::{AttnFwdParams, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256, FWD_STAGES as STAGES};
 use crate::device::cp_async::{commit, wait_group};
 use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
 use crate::device::math::{exp2, fma, log2, max, rcp};
@@ -66,7 +66,9 @@ unsafe fn attn_fwd<
 >(
     p: &AttnFwdParams,
 ) {
-    const { assert!(DK as u32 * 16 == D && DN as u32 * 8 == D && KN as u32 * 8 == BN && KK * 2 == KN && PITCH == 2 * D + 16) };
+    const {
+        assert!(DK as u32 * 16 == D && DN as u32 * 8 == D && KN as u32 * 8 == BN && KK * 2 == KN && PITCH == 2 * D + 16)
+    };
     let block_m = WARPS * 16 * MT as u32;
     let threads = WARPS * 32;
     let (l, w) = (lane(), warp());
@@ -100,7 +102,8 @@ unsafe fn attn_fwd<
     let s_k = |st: u32| Sram::at((block_m + st * BN) * PITCH);
     let s_v = |st: u32| Sram::at((block_m + (STAGES + st) * BN) * PITCH);
 
-    let q_hbm = Hbm::<u16>::from_addr(p.q).offset(b as usize * p.q_batch_stride as usize + h as usize * p.head_dim as usize);
+    let q_hbm =
+        Hbm::<u16>::from_addr(p.q).offset(b as usize * p.q_batch_stride as usize + h as usize * p.head_dim as usize);
     let kv_off = b as usize * p.k_batch_stride as usize + kv_h as usize * p.head_dim as usize;
     let k_hbm = Hbm::<u16>::from_addr(p.k).offset(kv_off);
     let v_hbm = Hbm::<u16>::from_addr(p.v).offset(kv_off);
@@ -116,7 +119,9 @@ unsafe fn attn_fwd<
     };
 
     // Group 0: Q and the first K/V block.
-    unsafe { load_tile::<D, PITCH>(block_m, threads, s_q, q_hbm.offset(r0 as usize * q_rs), q_rs, sq - r0, p.head_dim) };
+    unsafe {
+        load_tile::<D, PITCH>(block_m, threads, s_q, q_hbm.offset(r0 as usize * q_rs), q_rs, sq - r0, p.head_dim)
+    };
     if nb_lo < nb_hi {
         load_kv(nb_lo, 0);
     }
@@ -130,7 +135,8 @@ unsafe fn attn_fwd<
 
     // This warp's rows within the tile, and this lane's ldmatrix row addresses.
     let warp_row = w * 16 * MT as u32;
-    let q_addr = |mt: usize, kk: usize| s_q.byte((warp_row + mt as u32 * 16 + l % 16) * PITCH + (kk as u32 * 2 + l / 16) * 16);
+    let q_addr =
+        |mt: usize, kk: usize| s_q.byte((warp_row + mt as u32 * 16 + l % 16) * PITCH + (kk as u32 * 2 + l / 16) * 16);
 
     let mut q_frag = [[FragA([0; 4]); DK]; MT];
     let mut o_acc = [[FragC::zero(); DN]; MT];
@@ -158,7 +164,9 @@ unsafe fn attn_fwd<
         let sk_tile = s_k(stage);
         unroll::<DK, _>(|kk| {
             let mut qa = [FragA([0; 4]); MT];
-            unroll::<MT, _>(|mt| qa[mt] = if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(mt, kk)) }) });
+            unroll::<MT, _>(|mt| {
+                qa[mt] = if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(mt, kk)) }) }
+            });
             unroll::<KK, _>(|jj| {
                 // Keys 16jj .. 16jj+15 (n-tiles 2jj, 2jj+1), d columns 16kk .. 16kk+15.
                 let key = jj as u32 * 16 + l % 8 + (l / 16) * 8;
@@ -173,7 +181,9 @@ unsafe fn attn_fwd<
 
         // Soft-capping, then the mask where this block crosses a boundary.
         if p.softcap != 0 {
-            unroll::<MT, _>(|mt| unroll::<KN, _>(|j| unroll::<4, _>(|e| s[mt][j].0[e] = tanh_precise(s[mt][j].0[e] * p.score_pre))));
+            unroll::<MT, _>(|mt| {
+                unroll::<KN, _>(|j| unroll::<4, _>(|e| s[mt][j].0[e] = tanh_precise(s[mt][j].0[e] * p.score_pre)))
+            });
         }
         let c0 = nb * BN as i32;
         let whole = c0 + BN as i32 <= sk
@@ -225,7 +235,12 @@ unsafe fn attn_fwd<
             // A layout of k-step kk, so P never leaves registers.
             unroll::<KK, _>(|kk| {
                 let (c0f, c1f) = (s[mt][2 * kk].0, s[mt][2 * kk + 1].0);
-                p_frag[mt][kk] = FragA([T::pack2(c0f[0], c0f[1]), T::pack2(c0f[2], c0f[3]), T::pack2(c1f[0], c1f[1]), T::pack2(c1f[2], c1f[3])]);
+                p_frag[mt][kk] = FragA([
+                    T::pack2(c0f[0], c0f[1]),
+                    T::pack2(c0f[2], c0f[3]),
+                    T::pack2(c1f[0], c1f[1]),
+                    T::pack2(c1f[2], c1f[3]),
+                ]);
             });
         });
 
@@ -261,7 +276,13 @@ unsafe fn attn_fwd<
             sum += shfl_xor(sum, 1);
             sum += shfl_xor(sum, 2);
             let row = r0 + (warp_row + mt as u32 * 16 + l / 4 + 8 * hf as u32) as i32;
-            let inv = if sum > 0.0 { rcp(sum) } else if sum == 0.0 { 0.0 } else { sum };
+            let inv = if sum > 0.0 {
+                rcp(sum)
+            } else if sum == 0.0 {
+                0.0
+            } else {
+                sum
+            };
             if row < sq {
                 let row_off = o_base + row as usize * q_rs;
                 unroll::<DN, _>(|dn| {

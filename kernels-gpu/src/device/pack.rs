@@ -8,7 +8,9 @@ use core::arch::asm;
 pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
     let r: u32;
     // PTX puts the first source in the upper half.
-    unsafe { asm!("cvt.rn.bf16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack)) }
+    unsafe {
+        asm!("cvt.rn.bf16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack))
+    }
     r
 }
 
@@ -16,7 +18,9 @@ pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
 #[inline(always)]
 pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
     let r: u32;
-    unsafe { asm!("cvt.rn.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack)) }
+    unsafe {
+        asm!("cvt.rn.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack))
+    }
     r
 }
 

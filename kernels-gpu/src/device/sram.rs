@@ -35,7 +35,9 @@ impl Sram {
     #[inline(always)]
     pub unsafe fn ld_f32(self, offset: u32) -> f32 {
         let v: f32;
-        unsafe { asm!("ld.shared.f32 {0}, [{1}];", out(reg32) v, in(reg32) self.addr + offset, options(readonly, nostack)) }
+        unsafe {
+            asm!("ld.shared.f32 {0}, [{1}];", out(reg32) v, in(reg32) self.addr + offset, options(readonly, nostack))
+        }
         v
     }
 
@@ -49,7 +51,9 @@ impl Sram {
     #[inline(always)]
     pub unsafe fn ld_b32(self, offset: u32) -> u32 {
         let v: u32;
-        unsafe { asm!("ld.shared.b32 {0}, [{1}];", out(reg32) v, in(reg32) self.addr + offset, options(readonly, nostack)) }
+        unsafe {
+            asm!("ld.shared.b32 {0}, [{1}];", out(reg32) v, in(reg32) self.addr + offset, options(readonly, nostack))
+        }
         v
     }
 
@@ -63,7 +67,9 @@ impl Sram {
     #[inline(always)]
     pub unsafe fn ld_b16(self, offset: u32) -> u16 {
         let v: u16;
-        unsafe { asm!("ld.shared.b16 {0}, [{1}];", out(reg16) v, in(reg32) self.addr + offset, options(readonly, nostack)) }
+        unsafe {
+            asm!("ld.shared.b16 {0}, [{1}];", out(reg16) v, in(reg32) self.addr + offset, options(readonly, nostack))
+        }
         v
     }
 

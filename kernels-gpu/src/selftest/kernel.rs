@@ -94,7 +94,13 @@ pub unsafe extern "ptx-kernel" fn selftest_cp_async(p: SelftestParams) {
     let t = tid();
     for g in 0..2u32 {
         let off = g * half + t * 16;
-        let valid = if off >= p.n { 0 } else if p.n - off >= 16 { 16 } else { p.n - off };
+        let valid = if off >= p.n {
+            0
+        } else if p.n - off >= 16 {
+            16
+        } else {
+            p.n - off
+        };
         let from = if valid == 0 { src.ptr() } else { src.offset(off as usize).ptr() };
         unsafe { cp_async_16(buf.byte(off), from, valid) };
         commit();

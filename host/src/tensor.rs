@@ -58,6 +58,25 @@ impl<T: Element> Tensor<T> {
             Tensor::Cpu(_) => None,
         }
     }
+
+    /// The host array of `arg`, which validation found on the CPU (an error, not a
+    /// panic, if it is not).
+    pub(crate) fn cpu_data(&self, arg: &'static str) -> Result<&ArrayD<T>> {
+        self.as_cpu().ok_or_else(|| Error::DeviceMismatch {
+            arg,
+            got: self.device().to_string(),
+            expected: Device::Cpu.to_string(),
+        })
+    }
+
+    /// The device buffer of `arg`, which validation found on a GPU.
+    pub(crate) fn gpu_data(&self, arg: &'static str) -> Result<&GpuTensor<T>> {
+        self.as_gpu().ok_or_else(|| Error::DeviceMismatch {
+            arg,
+            got: self.device().to_string(),
+            expected: "a CUDA device".into(),
+        })
+    }
 }
 
 /// Argument checks shared by the operations.

@@ -2,7 +2,7 @@
 //! with. The PTX test runs `ptxas -v` over all of them and fails on spills, stack frames
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
-use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D128_ALT, FWD_D192, FWD_D256};
+use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
 use crate::norm::NORM_SMEM_BUDGET;
 use crate::selftest::SELFTEST_SMEM_BUDGET;
 
@@ -23,84 +23,31 @@ const fn k(name: &'static str, smem_budget: u32, must_contain: &'static [&'stati
 const MMA: &str = "mma.sync.aligned.m16n8k16.row.col.f32";
 const LDMATRIX: &str = "ldmatrix.sync.aligned";
 const CP_ASYNC: &str = "cp.async.cg.shared.global";
+/// The norms stream rows with 16-byte vector loads and stores.
+const NORM: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
+/// The attention forward: tensor cores fed by ldmatrix (plain for Q, K; .trans for V),
+/// cp.async K/V streaming, ex2 softmax.
+const ATTN_FWD: &[&str] = &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"];
 
 pub const KERNELS: &[KernelInfo] = &[
-    k("layernorm_fwd_f32", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
-    k("layernorm_fwd_bf16", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
-    k("layernorm_fwd_f16", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
-    k("rmsnorm_fwd_f32", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
-    k("rmsnorm_fwd_bf16", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
-    k("rmsnorm_fwd_f16", NORM_SMEM_BUDGET, &["ld.global.nc.v4", "st.global.v4"]),
-    k(
-        "attn_fwd_d32_bf16",
-        FWD_D32.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d32_f16",
-        FWD_D32.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d64_bf16",
-        FWD_D64.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d64_f16",
-        FWD_D64.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d96_bf16",
-        FWD_D96.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d96_f16",
-        FWD_D96.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d128_bf16",
-        FWD_D128.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d128alt_bf16",
-        FWD_D128_ALT.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d128alt_f16",
-        FWD_D128_ALT.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d128_f16",
-        FWD_D128.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d192_bf16",
-        FWD_D192.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d192_f16",
-        FWD_D192.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d256_bf16",
-        FWD_D256.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
-    k(
-        "attn_fwd_d256_f16",
-        FWD_D256.smem_bytes(),
-        &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"],
-    ),
+    k("layernorm_fwd_f32", NORM_SMEM_BUDGET, NORM),
+    k("layernorm_fwd_bf16", NORM_SMEM_BUDGET, NORM),
+    k("layernorm_fwd_f16", NORM_SMEM_BUDGET, NORM),
+    k("rmsnorm_fwd_f32", NORM_SMEM_BUDGET, NORM),
+    k("rmsnorm_fwd_bf16", NORM_SMEM_BUDGET, NORM),
+    k("rmsnorm_fwd_f16", NORM_SMEM_BUDGET, NORM),
+    k("attn_fwd_d32_bf16", FWD_D32.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d32_f16", FWD_D32.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d64_bf16", FWD_D64.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d64_f16", FWD_D64.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d96_bf16", FWD_D96.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d96_f16", FWD_D96.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d128_bf16", FWD_D128.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d128_f16", FWD_D128.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d192_bf16", FWD_D192.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d192_f16", FWD_D192.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d256_bf16", FWD_D256.smem_bytes(), ATTN_FWD),
+    k("attn_fwd_d256_f16", FWD_D256.smem_bytes(), ATTN_FWD),
     k("selftest_ldmatrix", SELFTEST_SMEM_BUDGET, &[LDMATRIX]),
     k("selftest_mma_bf16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),
     k("selftest_mma_f16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),

@@ -16,5 +16,3 @@ for tool in memcheck racecheck; do
 done | tee "$LOGS/sanitizer_summary.txt"
 timeout 120 examples/bench_norm >"$LOGS/bench_norm.json" 2>"$LOGS/bench_norm.txt"; cat "$LOGS/bench_norm.txt"
 timeout 300 python3 gpu/bench_attention.py examples/bench_attention --out "$LOGS" 2>&1 | tee "$LOGS/bench_attention.txt"
-echo "--- alternative d=128 tile (FLASHSCAN_ATTN_TILE=alt)"
-FLASHSCAN_ATTN_TILE=alt timeout 120 examples/bench_attention 2>&1 >/dev/null | grep "d=128" | tee "$LOGS/bench_attention_alt.txt"

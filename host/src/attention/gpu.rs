@@ -3,7 +3,7 @@
 //! (query block, batch x head).
 
 use super::Problem;
-use crate::kernels::attention::{AttnFwdParams, FWD_D128, FWD_D128_ALT, fwd_tile_for};
+use crate::kernels::attention::{AttnFwdParams, fwd_tile_for};
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{Element, Error, Result};
 
@@ -14,26 +14,24 @@ pub(crate) fn forward<T: Element>(
     v: &GpuTensor<T>,
     p: &Problem,
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
-    let mut tile = fwd_tile_for(p.head_dim as u32).ok_or_else(|| Error::Value {
+    let tile = fwd_tile_for(p.head_dim as u32).ok_or_else(|| Error::Value {
         arg: "head_dim",
         got: p.head_dim.to_string(),
         expected: "at most 256".into(),
     })?;
-    let mut name = format!("d{}", tile.d);
-    // Benchmark-only switch to the alternative d=128 tile.
-    if tile == FWD_D128 && std::env::var_os("FLASHSCAN_ATTN_TILE").is_some_and(|v| v == "alt") {
-        tile = FWD_D128_ALT;
-        name = "d128alt".into();
-    }
-    let too_big = |what: &'static str, n: usize| Error::Value {
-        arg: what,
-        got: n.to_string(),
-        expected: format!("at most {}", i32::MAX),
-    };
-    for (what, n) in [("seqlen_q", p.seqlen_q), ("seqlen_k", p.seqlen_k), ("batch x heads_q", p.batch * p.heads_q)] {
+    // Limits of the launch, checked before anything is allocated: positions are i32 in
+    // the kernel, and batch x heads_q is the grid's y dimension.
+    for (arg, n) in [("seqlen_q", p.seqlen_q), ("seqlen_k", p.seqlen_k)] {
         if n > i32::MAX as usize {
-            return Err(too_big(what, n));
+            return Err(Error::Value { arg, got: n.to_string(), expected: format!("at most {}", i32::MAX) });
         }
+    }
+    if p.batch * p.heads_q > 65535 {
+        return Err(Error::Shape {
+            arg: "q",
+            got: q.shape().to_vec(),
+            expected: "batch x heads_q <= 65535 (the grid's y dimension)".into(),
+        });
     }
     let gpu = q.gpu().clone();
     let o = GpuTensor::<T>::uninit(&gpu, q.shape())?;
@@ -60,17 +58,10 @@ pub(crate) fn forward<T: Element>(
         score_pre: if p.softcap > 0.0 { p.scale / p.softcap } else { 0.0 },
         score_log2: std::f32::consts::LOG2_E * if p.softcap > 0.0 { p.softcap } else { p.scale },
     };
-    let kernel = format!("attn_fwd_{name}_{}", T::DTYPE.suffix());
-    let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize);
-    if m_blocks > u32::MAX as usize || p.batch * p.heads_q > 65535 {
-        return Err(Error::Shape {
-            arg: "q",
-            got: q.shape().to_vec(),
-            expected: "batch x heads_q <= 65535 (the grid's y dimension)".into(),
-        });
-    }
+    let kernel = format!("attn_fwd_d{}_{}", tile.d, T::DTYPE.suffix());
+    let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;
     let cfg = LaunchGrid {
-        grid: (m_blocks as u32, (p.batch * p.heads_q) as u32, 1),
+        grid: (m_blocks, (p.batch * p.heads_q) as u32, 1),
         block: tile.threads(),
         smem: tile.smem_bytes(),
     };

@@ -23,7 +23,6 @@
 mod cpu;
 mod gpu;
 
-use crate::runtime::GpuTensor;
 use crate::tensor::check;
 use crate::{DType, Device, Element, Error, Result, Tensor};
 
@@ -94,11 +93,11 @@ pub fn forward<T: Element>(
     let problem = validate(q, k, v, opts)?;
     match q.device() {
         Device::Cpu => {
-            let (o, lse) = cpu::forward(cpu_of(q, "q")?, cpu_of(k, "k")?, cpu_of(v, "v")?, &problem);
+            let (o, lse) = cpu::forward(q.cpu_data("q")?, k.cpu_data("k")?, v.cpu_data("v")?, &problem);
             Ok(AttentionOutput { o: Tensor::Cpu(o), lse: Tensor::Cpu(lse) })
         }
         Device::Cuda(_) => {
-            let (o, lse) = gpu::forward(gpu_of(q, "q")?, gpu_of(k, "k")?, gpu_of(v, "v")?, &problem)?;
+            let (o, lse) = gpu::forward(q.gpu_data("q")?, k.gpu_data("k")?, v.gpu_data("v")?, &problem)?;
             Ok(AttentionOutput { o: Tensor::Cuda(o), lse: Tensor::Cuda(lse) })
         }
     }
@@ -187,22 +186,4 @@ fn positive_finite(arg: &'static str, x: f32) -> Result<f32> {
     } else {
         Err(Error::Value { arg, got: x.to_string(), expected: "a finite value > 0".into() })
     }
-}
-
-/// The host array of a tensor that validation found on the CPU.
-fn cpu_of<'a, T: Element>(t: &'a Tensor<T>, arg: &'static str) -> Result<&'a ndarray::ArrayD<T>> {
-    t.as_cpu().ok_or_else(|| Error::DeviceMismatch {
-        arg,
-        got: t.device().to_string(),
-        expected: Device::Cpu.to_string(),
-    })
-}
-
-/// The device buffer of a tensor that validation found on a GPU.
-fn gpu_of<'a, T: Element>(t: &'a Tensor<T>, arg: &'static str) -> Result<&'a GpuTensor<T>> {
-    t.as_gpu().ok_or_else(|| Error::DeviceMismatch {
-        arg,
-        got: t.device().to_string(),
-        expected: "a CUDA device".into(),
-    })
 }

@@ -3,7 +3,7 @@
 //! to the element type.
 
 use super::{Dims, NormOutput};
-use crate::{Element, Tensor};
+use crate::{Element, Result, Tensor};
 use ndarray::{ArrayD, IxDyn};
 
 pub(super) fn norm<T: Element, W: Element>(
@@ -13,10 +13,13 @@ pub(super) fn norm<T: Element, W: Element>(
     eps: f32,
     rms: bool,
     d: &Dims,
-) -> NormOutput<T> {
-    let x = x.as_cpu().expect("device checked");
-    let w: Vec<f32> = weight.as_cpu().expect("device checked").iter().map(|v| v.to_f32()).collect();
-    let b: Option<Vec<f32>> = bias.map(|b| b.as_cpu().expect("device checked").iter().map(|v| v.to_f32()).collect());
+) -> Result<NormOutput<T>> {
+    let x = x.cpu_data("x")?;
+    let w: Vec<f32> = weight.cpu_data("weight")?.iter().map(|v| v.to_f32()).collect();
+    let b: Option<Vec<f32>> = match bias {
+        Some(b) => Some(b.cpu_data("bias")?.iter().map(|v| v.to_f32()).collect()),
+        None => None,
+    };
     let xs: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
     let mut y = Vec::with_capacity(xs.len());
     let (mut means, mut rstds) = (Vec::with_capacity(d.rows), Vec::with_capacity(d.rows));
@@ -39,9 +42,9 @@ pub(super) fn norm<T: Element, W: Element>(
         rstds.push(rstd);
     }
     let arr = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&d.stat_shape), v).expect("rows match the stat shape");
-    NormOutput {
+    Ok(NormOutput {
         y: Tensor::Cpu(ArrayD::from_shape_vec(IxDyn(x.shape()), y).expect("same length as x")),
         mean: if rms { None } else { Some(Tensor::Cpu(arr(means))) },
         rstd: Tensor::Cpu(arr(rstds)),
-    }
+    })
 }

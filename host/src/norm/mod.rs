@@ -65,7 +65,12 @@ fn validate<T: Element, W: Element>(
         return Err(Error::Value { arg: "eps", got: eps.to_string(), expected: "a finite value >= 0".into() });
     }
     let stat_shape = x.shape()[..x.shape().len() - 1].to_vec();
-    Ok(Dims { rows: stat_shape.iter().product(), cols, stat_shape })
+    let rows: usize = stat_shape.iter().product();
+    // The kernel indexes rows with 32 bits.
+    if rows > u32::MAX as usize {
+        return Err(Error::Shape { arg: "x", got: x.shape().to_vec(), expected: format!("at most {} rows", u32::MAX) });
+    }
+    Ok(Dims { rows, cols, stat_shape })
 }
 
 fn norm<T: Element, W: Element>(
@@ -77,7 +82,7 @@ fn norm<T: Element, W: Element>(
 ) -> Result<NormOutput<T>> {
     let dims = validate(x, weight, bias, eps)?;
     match x.device() {
-        Device::Cpu => Ok(cpu::norm(x, weight, bias, eps, rms, &dims)),
+        Device::Cpu => cpu::norm(x, weight, bias, eps, rms, &dims),
         Device::Cuda(_) => gpu_norm(x, weight, bias, eps, rms, &dims),
     }
 }
@@ -90,7 +95,7 @@ fn gpu_norm<T: Element, W: Element>(
     rms: bool,
     d: &Dims,
 ) -> Result<NormOutput<T>> {
-    let (xg, wg) = (x.as_gpu().expect("device checked"), weight.as_gpu().expect("device checked"));
+    let (xg, wg) = (x.gpu_data("x")?, weight.gpu_data("weight")?);
     let gpu = xg.gpu().clone();
     let y = GpuTensor::<T>::uninit(&gpu, xg.shape())?;
     let mean = if rms { None } else { Some(GpuTensor::<f32>::uninit(&gpu, &d.stat_shape)?) };
@@ -98,7 +103,10 @@ fn gpu_norm<T: Element, W: Element>(
     let params = NormParams {
         x: xg.device_addr(),
         weight: wg.device_addr(),
-        bias: bias.and_then(|b| b.as_gpu()).map_or(0, |b| b.device_addr()),
+        bias: match bias {
+            Some(b) => b.gpu_data("bias")?.device_addr(),
+            None => 0,
+        },
         y: y.device_addr(),
         mean: mean.as_ref().map_or(0, |m| m.device_addr()),
         rstd: rstd.device_addr(),
@@ -107,13 +115,6 @@ fn gpu_norm<T: Element, W: Element>(
         eps,
         _pad: 0,
     };
-    if d.rows > u32::MAX as usize {
-        return Err(Error::Shape {
-            arg: "x",
-            got: xg.shape().to_vec(),
-            expected: format!("at most {} rows", u32::MAX),
-        });
-    }
     let kernel = format!("{}_fwd_{}", if rms { "rmsnorm" } else { "layernorm" }, T::DTYPE.suffix());
     let cfg = LaunchGrid {
         grid: ((d.rows as u32).min(NORM_MAX_GRID), 1, 1),

@@ -5,6 +5,7 @@ use super::{Gpu, GpuTensor};
 use crate::Result;
 use crate::error::driver;
 use cudarc::driver::sys;
+use std::sync::Arc;
 
 /// Milliseconds of each of `iters` runs of `f` (after `warmup` untimed runs), each run
 /// bracketed by its own pair of events on the device's stream.
@@ -36,12 +37,11 @@ pub fn median(v: &mut [f32]) -> f32 {
 
 /// Device-to-device copy bandwidth over a `bytes`-byte buffer, GB/s counting bytes read
 /// plus bytes written (2 x bytes per copy), median of `iters` copies.
-pub fn copy_bandwidth_gbs(gpu: &Gpu, bytes: usize, iters: usize) -> Result<f64> {
-    let gpu_arc = Gpu::get(gpu.ordinal())?;
+pub fn copy_bandwidth_gbs(gpu: &Arc<Gpu>, bytes: usize, iters: usize) -> Result<f64> {
     let words = bytes.div_ceil(4);
     let bytes = words * 4;
-    let src = GpuTensor::<f32>::uninit(&gpu_arc, &[words])?;
-    let dst = GpuTensor::<f32>::uninit(&gpu_arc, &[words])?;
+    let src = GpuTensor::<f32>::uninit(gpu, &[words])?;
+    let dst = GpuTensor::<f32>::uninit(gpu, &[words])?;
     src.fill_bytes(1)?;
     let mut t = time_ms(gpu, 3, iters, |_| {
         unsafe { sys::cuMemcpyDtoDAsync_v2(dst.device_addr(), src.device_addr(), bytes, gpu.stream().cu_stream()) }

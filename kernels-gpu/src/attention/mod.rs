@@ -113,9 +113,6 @@ pub const FWD_D32: FwdTile = t(32, 4, 2, 64, true);
 pub const FWD_D64: FwdTile = t(64, 4, 2, 64, false);
 pub const FWD_D96: FwdTile = t(96, 4, 2, 32, false);
 pub const FWD_D128: FwdTile = t(128, 8, 1, 64, true);
-/// An alternative d=128 tile under evaluation (4 warps x 16 rows, 32 keys: smaller
-/// CTAs, two or three per SM); `FLASHSCAN_ATTN_TILE=alt` selects it.
-pub const FWD_D128_ALT: FwdTile = t(128, 4, 1, 32, true);
 pub const FWD_D192: FwdTile = t(192, 4, 1, 32, false);
 pub const FWD_D256: FwdTile = t(256, 4, 1, 32, false);
 

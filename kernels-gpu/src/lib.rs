@@ -17,6 +17,7 @@ pub mod attention;
 pub mod device;
 pub mod dtype;
 pub mod layout;
+pub mod mamba;
 pub mod norm;
 pub mod registry;
 pub mod selftest;

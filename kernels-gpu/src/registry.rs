@@ -3,7 +3,7 @@
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
-use crate::norm::NORM_SMEM_BUDGET;
+use crate::norm::{NORM_SHORT_SMEM_BUDGET, NORM_SMEM_BUDGET};
 use crate::selftest::SELFTEST_SMEM_BUDGET;
 
 #[derive(Clone, Copy, Debug)]
@@ -30,12 +30,18 @@ const NORM: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 const ATTN_FWD: &[&str] = &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"];
 
 pub const KERNELS: &[KernelInfo] = &[
-    k("layernorm_fwd_f32", NORM_SMEM_BUDGET, NORM),
-    k("layernorm_fwd_bf16", NORM_SMEM_BUDGET, NORM),
-    k("layernorm_fwd_f16", NORM_SMEM_BUDGET, NORM),
-    k("rmsnorm_fwd_f32", NORM_SMEM_BUDGET, NORM),
-    k("rmsnorm_fwd_bf16", NORM_SMEM_BUDGET, NORM),
-    k("rmsnorm_fwd_f16", NORM_SMEM_BUDGET, NORM),
+    k("layernorm_fwd_f32_t128", NORM_SHORT_SMEM_BUDGET, NORM),
+    k("layernorm_fwd_f32_t256", NORM_SMEM_BUDGET, NORM),
+    k("layernorm_fwd_bf16_t128", NORM_SHORT_SMEM_BUDGET, NORM),
+    k("layernorm_fwd_bf16_t256", NORM_SMEM_BUDGET, NORM),
+    k("layernorm_fwd_f16_t128", NORM_SHORT_SMEM_BUDGET, NORM),
+    k("layernorm_fwd_f16_t256", NORM_SMEM_BUDGET, NORM),
+    k("rmsnorm_fwd_f32_t128", NORM_SHORT_SMEM_BUDGET, NORM),
+    k("rmsnorm_fwd_f32_t256", NORM_SMEM_BUDGET, NORM),
+    k("rmsnorm_fwd_bf16_t128", NORM_SHORT_SMEM_BUDGET, NORM),
+    k("rmsnorm_fwd_bf16_t256", NORM_SMEM_BUDGET, NORM),
+    k("rmsnorm_fwd_f16_t128", NORM_SHORT_SMEM_BUDGET, NORM),
+    k("rmsnorm_fwd_f16_t256", NORM_SMEM_BUDGET, NORM),
     k("attn_fwd_d32_bf16", FWD_D32.smem_bytes(), ATTN_FWD),
     k("attn_fwd_d32_f16", FWD_D32.smem_bytes(), ATTN_FWD),
     k("attn_fwd_d64_bf16", FWD_D64.smem_bytes(), ATTN_FWD),

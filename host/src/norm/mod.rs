@@ -6,7 +6,7 @@ mod cpu;
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::tensor::check;
 use crate::{Device, Element, Error, Result, Tensor};
-use flashscan_kernels::norm::{NORM_MAX_COLS, NORM_MAX_GRID, NORM_THREADS, NormParams, norm_smem_bytes};
+use flashscan_kernels::norm::{NORM_MAX_COLS, NORM_MAX_GRID, NormParams, norm_smem_bytes, norm_threads};
 
 /// What a norm returns: y (the input's shape and type), and per row the mean (LayerNorm
 /// only) and the reciprocal standard deviation, f32, shaped like x without its last axis.
@@ -115,10 +115,11 @@ fn gpu_norm<T: Element, W: Element>(
         eps,
         _pad: 0,
     };
-    let kernel = format!("{}_fwd_{}", if rms { "rmsnorm" } else { "layernorm" }, T::DTYPE.suffix());
+    let threads = norm_threads(d.cols as u32, T::DTYPE.size_bytes());
+    let kernel = format!("{}_fwd_{}_t{threads}", if rms { "rmsnorm" } else { "layernorm" }, T::DTYPE.suffix());
     let cfg = LaunchGrid {
         grid: ((d.rows as u32).min(NORM_MAX_GRID), 1, 1),
-        block: NORM_THREADS,
+        block: threads,
         smem: norm_smem_bytes(d.cols as u32, T::DTYPE.size_bytes()),
     };
     gpu.launch(&kernel, cfg, &params)?;

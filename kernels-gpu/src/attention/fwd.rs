@@ -135,8 +135,8 @@ unsafe fn attn_fwd<
 
     // This warp's rows within the tile, and this lane's ldmatrix row addresses.
     let warp_row = w * 16 * MT as u32;
-    let q_addr =
-        |mt: usize, kk: usize| s_q.byte((warp_row + mt as u32 * 16 + l % 16) * PITCH + (kk as u32 * 2 + l / 16) * 16);
+    let q_lane = (warp_row + l % 16) * PITCH + (l / 16) * 16;
+    let q_addr = |s_q: Sram, mt: usize, kk: usize| s_q.byte(q_lane + mt as u32 * 16 * PITCH + kk as u32 * 32);
 
     let mut q_frag = [[FragA([0; 4]); DK]; MT];
     let mut o_acc = [[FragC::zero(); DN]; MT];
@@ -155,8 +155,13 @@ unsafe fn attn_fwd<
             load_kv(nb + 2, if stage == 0 { STAGES - 1 } else { stage - 1 });
         }
         commit();
+        // Q's lane address re-derived per block, so the MT x DK fragment addresses are
+        // immediates on one register, not MT x DK registers live across the loop.
+        let s_q_now = s_q.pinned();
         if QREG && nb == nb_lo {
-            unroll::<MT, _>(|mt| unroll::<DK, _>(|kk| q_frag[mt][kk] = FragA(unsafe { ldmatrix_x4(q_addr(mt, kk)) })));
+            unroll::<MT, _>(|mt| {
+                unroll::<DK, _>(|kk| q_frag[mt][kk] = FragA(unsafe { ldmatrix_x4(q_addr(s_q_now, mt, kk)) }))
+            });
         }
 
         // S = Q K^T for this key block: [16 x MT rows] x [BN keys] per warp.
@@ -165,7 +170,7 @@ unsafe fn attn_fwd<
         unroll::<DK, _>(|kk| {
             let mut qa = [FragA([0; 4]); MT];
             unroll::<MT, _>(|mt| {
-                qa[mt] = if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(mt, kk)) }) }
+                qa[mt] = if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(s_q_now, mt, kk)) }) }
             });
             unroll::<KK, _>(|jj| {
                 // Keys 16jj .. 16jj+15 (n-tiles 2jj, 2jj+1), d columns 16kk .. 16kk+15.

@@ -26,6 +26,18 @@ impl Sram {
         Sram { addr: arena() + offset }
     }
 
+    /// The same region through an opaque `mov.u32`: called inside a loop, it stops LLVM
+    /// from hoisting every `base + constant` address out of the loop into its own
+    /// register (ptxas folds the constants into `[reg+imm]` operands instead).
+    #[inline(always)]
+    pub fn pinned(self) -> Sram {
+        let addr: u32;
+        unsafe {
+            core::arch::asm!("mov.u32 {o}, {i};", o = out(reg32) addr, i = in(reg32) self.addr, options(nomem, nostack))
+        };
+        Sram { addr }
+    }
+
     #[inline(always)]
     pub fn byte(self, offset: u32) -> u32 {
         self.addr + offset

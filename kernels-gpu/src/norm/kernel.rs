@@ -1,4 +1,4 @@
-//! The norm kernels. Per CTA (256 threads), per row:
+//! The norm kernels. Per CTA (NT = 128 or 256 threads, see norm_threads), per row:
 //!   pass 1: HBM -> registers -> SRAM, 16-byte vectors, 4 in flight per thread; sum
 //!           (or sum of squares for RMSNorm) in registers; block_sum.
 //!   pass 2: SRAM -> registers: sum of squared deviations (LayerNorm only); block_sum.
@@ -12,12 +12,11 @@ use crate::device::thread::{block_x, grid_x, tid};
 use crate::device::warp::block_sum;
 use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram};
 
-const NT: usize = NORM_THREADS as usize;
 /// Vectors each thread has in flight in pass 1.
 const UNROLL: usize = 4;
 
 #[inline(always)]
-unsafe fn norm_row<T: Elem, const RMS: bool>(p: &NormParams, row: usize) {
+unsafe fn norm_row<T: Elem, const RMS: bool, const NT: usize>(p: &NormParams, row: usize) {
     let cols = p.cols as usize;
     let t = tid() as usize;
     let x = Hbm::<T>::from_addr(p.x).offset(row * cols);
@@ -136,10 +135,10 @@ unsafe fn norm_row<T: Elem, const RMS: bool>(p: &NormParams, row: usize) {
 }
 
 #[inline(always)]
-unsafe fn norm_fwd<T: Elem, const RMS: bool>(p: &NormParams) {
+unsafe fn norm_fwd<T: Elem, const RMS: bool, const NT: usize>(p: &NormParams) {
     let mut row = block_x();
     while row < p.rows {
-        unsafe { norm_row::<T, RMS>(p, row as usize) };
+        unsafe { norm_row::<T, RMS, NT>(p, row as usize) };
         // No barrier between rows: each thread reuses only its own SRAM vectors, and
         // block_sum ends with one, so the scratch is free again.
         row += grid_x();
@@ -147,17 +146,23 @@ unsafe fn norm_fwd<T: Elem, const RMS: bool>(p: &NormParams) {
 }
 
 macro_rules! norm_entry {
-    ($name:ident, $t:ty, $rms:expr) => {
+    ($name:ident, $t:ty, $rms:expr, $nt:expr) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(p: NormParams) {
-            unsafe { norm_fwd::<$t, $rms>(&p) }
+            unsafe { norm_fwd::<$t, $rms, { $nt as usize }>(&p) }
         }
     };
 }
 
-norm_entry!(layernorm_fwd_f32, f32, false);
-norm_entry!(layernorm_fwd_bf16, Bf16, false);
-norm_entry!(layernorm_fwd_f16, F16, false);
-norm_entry!(rmsnorm_fwd_f32, f32, true);
-norm_entry!(rmsnorm_fwd_bf16, Bf16, true);
-norm_entry!(rmsnorm_fwd_f16, F16, true);
+norm_entry!(layernorm_fwd_f32_t128, f32, false, NORM_THREADS_SHORT);
+norm_entry!(layernorm_fwd_bf16_t128, Bf16, false, NORM_THREADS_SHORT);
+norm_entry!(layernorm_fwd_f16_t128, F16, false, NORM_THREADS_SHORT);
+norm_entry!(rmsnorm_fwd_f32_t128, f32, true, NORM_THREADS_SHORT);
+norm_entry!(rmsnorm_fwd_bf16_t128, Bf16, true, NORM_THREADS_SHORT);
+norm_entry!(rmsnorm_fwd_f16_t128, F16, true, NORM_THREADS_SHORT);
+norm_entry!(layernorm_fwd_f32_t256, f32, false, NORM_THREADS_LONG);
+norm_entry!(layernorm_fwd_bf16_t256, Bf16, false, NORM_THREADS_LONG);
+norm_entry!(layernorm_fwd_f16_t256, F16, false, NORM_THREADS_LONG);
+norm_entry!(rmsnorm_fwd_f32_t256, f32, true, NORM_THREADS_LONG);
+norm_entry!(rmsnorm_fwd_bf16_t256, Bf16, true, NORM_THREADS_LONG);
+norm_entry!(rmsnorm_fwd_f16_t256, F16, true, NORM_THREADS_LONG);

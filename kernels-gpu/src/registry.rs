@@ -3,6 +3,7 @@
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
+use crate::mamba::SCAN_FWD_SMEM_BUDGET;
 use crate::norm::{NORM_SHORT_SMEM_BUDGET, NORM_SMEM_BUDGET};
 use crate::selftest::SELFTEST_SMEM_BUDGET;
 
@@ -29,6 +30,9 @@ const NORM: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 /// cp.async K/V streaming, ex2 softmax.
 const ATTN_FWD: &[&str] = &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"];
 
+/// The scan forward: cp.async-staged chunks, one ex2 per step and state.
+const SCAN_FWD: &[&str] = &[CP_ASYNC, "ex2.approx", "ld.shared.v4"];
+
 pub const KERNELS: &[KernelInfo] = &[
     k("layernorm_fwd_f32_t128", NORM_SHORT_SMEM_BUDGET, NORM),
     k("layernorm_fwd_f32_t256", NORM_SMEM_BUDGET, NORM),
@@ -54,6 +58,9 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_fwd_d192_f16", FWD_D192.smem_bytes(), ATTN_FWD),
     k("attn_fwd_d256_bf16", FWD_D256.smem_bytes(), ATTN_FWD),
     k("attn_fwd_d256_f16", FWD_D256.smem_bytes(), ATTN_FWD),
+    k("scan_fwd_f32", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
+    k("scan_fwd_bf16", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
+    k("scan_fwd_f16", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
     k("selftest_ldmatrix", SELFTEST_SMEM_BUDGET, &[LDMATRIX]),
     k("selftest_mma_bf16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),
     k("selftest_mma_f16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),

@@ -51,8 +51,8 @@ struct Cta {
 }
 
 /// Issues the copies of chunk `k` (steps [k * steps, (k + 1) * steps)) into raw stage
-/// `stage`: rows u[0..channels), delta[..), z[..), B[0..states), C[..) back to back,
-/// PITCH bytes apart, 4 16-byte vectors each. Rows of absent channels or states and steps
+/// `stage`: rows u[0..channels), delta[..), z[..) PITCH bytes apart, then B[0..states),
+/// C[..) SCAN_CHUNK_BYTES apart, 4 16-byte vectors each. Rows of absent channels or states and steps
 /// past the end arrive as zeros. When a row is not 16-byte aligned in HBM (seqlen * elem
 /// bytes not a multiple of 16) the chunk is copied element by element, synchronously.
 #[inline(always)]
@@ -86,7 +86,8 @@ unsafe fn stage_chunk<T: Elem>(p: &ScanFwdParams, lay: ScanSmem, cta: Cta, k: u3
         };
         let t = t0 + vec * lanes;
         let src = Hbm::<T>::from_addr(addr);
-        let dst = dst_base.byte(r * PITCH + vec * 16);
+        let row_at = if r < 3 * ch { r * PITCH } else { 3 * ch * PITCH + (r - 3 * ch) * SCAN_CHUNK_BYTES };
+        let dst = dst_base.byte(row_at + vec * 16);
         if aligned {
             let ok = ok && t < p.seqlen;
             // A zero-byte copy still needs a valid address: the tensor base.
@@ -175,7 +176,7 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
         let mut i = t_id;
         while i < 2 * states * 4 {
             let (r, vec) = (i / 4, i % 4);
-            let raw = Sram::at(lay.b(stage)).byte(r * PITCH + vec * 16);
+            let raw = Sram::at(lay.b(stage)).byte(r * SCAN_CHUNK_BYTES + vec * 16);
             let f = T::unpack_v4(unsafe { Sram { addr: raw }.ld_v4(0) });
             let dst = Sram::at(lay.b_f32 + r * lay.row_f32() + vec * lanes * 4);
             // Constant indices only (lanes is 4 or 8): no array goes to the stack.

@@ -4,7 +4,8 @@
 //! - [`Device`] picks where an operation runs: `Device::Cuda(n)` launches the PTX
 //!   kernels; `Device::Cpu` runs the same tiled algorithms on the CPU.
 //! - [`Tensor`] holds data on either; [`GpuTensor`] is the device-resident form.
-//! - Operations: [`norm`] (LayerNorm, RMSNorm).
+//! - Operations: [`norm`] (LayerNorm, RMSNorm), [`mamba`] (the Mamba-1 selective scan,
+//!   forward and backward).
 //! - [`reference`]: naive f64 implementations, the oracles of the tests.
 //! - [`runtime`]: the GPU runtime (context, PTX module, launches), for advanced use.
 //!
@@ -15,6 +16,7 @@ pub mod attention;
 pub mod device;
 pub mod element;
 pub mod error;
+pub mod mamba;
 pub mod norm;
 pub mod reference;
 pub mod runtime;

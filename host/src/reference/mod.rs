@@ -2,6 +2,7 @@
 
 pub mod attention;
 mod norm;
+pub mod scan;
 
 pub use norm::{layer_norm, rms_norm};
 

@@ -36,3 +36,7 @@ cp scripts/run_all.sh "$out/"
 [ -d scripts/gpu ] && cp -r scripts/gpu "$out/"
 ls "$out/tests" "$out/examples"
 du -sh "$out"
+# The same folder as one archive (the binaries embed the PTX text, which compresses
+# ~30x): what the GPU machine is given when the folder itself is too big to send.
+tar cJf "$out.tar.xz" -C "$out" .
+du -sh "$out.tar.xz"

@@ -316,11 +316,21 @@ pub fn errors<T: Element>(
     fwd: &ScanOutput<T>,
     grads: &ScanGrads<T>,
 ) -> Result<Vec<(&'static str, f64)>, String> {
+    compare(x, fwd, Some(grads))
+}
+
+/// The errors of the forward's results only (out, final_state, checkpoints).
+pub fn forward_errors<T: Element>(x: &Inputs<T>, fwd: &ScanOutput<T>) -> Result<Vec<(&'static str, f64)>, String> {
+    compare(x, fwd, None)
+}
+
+fn compare<T: Element>(
+    x: &Inputs<T>,
+    fwd: &ScanOutput<T>,
+    grads: Option<&ScanGrads<T>>,
+) -> Result<Vec<(&'static str, f64)>, String> {
     let refx = x.reference();
-    let (dout, dfinal) = (f64s(&x.dout), x.dfinal.as_ref().map(f64s));
     let (want, want_mag) = (scan::selective_scan(&refx), scan::selective_scan_magnitudes(&refx));
-    let gref = scan::selective_scan_backward(&refx, &dout, dfinal.as_ref());
-    let gmag = scan::selective_scan_backward_magnitudes(&refx, &dout, dfinal.as_ref());
 
     let mut errs = Vec::new();
     let mut cmp = |name: &'static str, got: ArrayD<f64>, want: &ArrayD<f64>, mag: &ArrayD<f64>| -> Result<(), String> {
@@ -350,6 +360,10 @@ pub fn errors<T: Element>(
     };
     cmp("checkpoints", host32(&fwd.checkpoints)?, &checkpoints(&want.states), &checkpoints(&want_mag.states))?;
 
+    let Some(grads) = grads else { return Ok(errs) };
+    let (dout, dfinal) = (f64s(&x.dout), x.dfinal.as_ref().map(f64s));
+    let gref = scan::selective_scan_backward(&refx, &dout, dfinal.as_ref());
+    let gmag = scan::selective_scan_backward_magnitudes(&refx, &dout, dfinal.as_ref());
     cmp("du", host(&grads.du)?, &gref.du, &gmag.du)?;
     cmp("ddelta", host(&grads.ddelta)?, &gref.ddelta, &gmag.ddelta)?;
     cmp("db", host(&grads.db)?, &gref.db, &gmag.db)?;

@@ -1,0 +1,192 @@
+//! The GPU selective scan against the f64 reference: the property checks of
+//! `cpu_scan.rs` on `Device::Cuda(0)` (outputs poisoned with NaN before each launch, so
+//! an unwritten element fails), every d_state tier of the kernel, channel counts that
+//! leave CTAs partly empty, lengths that are and are not whole 16-byte rows (the kernel's
+//! two staging paths), a 1M-step sequence, state passing between two calls, and the
+//! backward through the GPU API. Run with
+//! `cargo test --release --test gpu_scan -- --ignored` on a machine with an NVIDIA GPU.
+
+mod scan_common;
+
+use flashscan::mamba::{ScanOptions, selective_scan};
+use flashscan::{DType, Device, Element, Tensor, bf16, f16, runtime::Gpu};
+use ndarray::{ArrayD, Axis, Slice};
+use proptest::prelude::*;
+use scan_common::{Case, Inputs, Tol, check_with, forward_errors, tol, tol_of};
+
+/// State steps (batch * dim * seqlen * d_state) per random case: the f64 reference is the
+/// slow part.
+const BUDGET: usize = 6_000_000;
+
+fn gpu() -> Device {
+    let g = Gpu::get(0).expect("these tests need a CUDA GPU");
+    g.set_poison_outputs(true);
+    Device::Cuda(0)
+}
+
+/// The GPU's tolerances. Results rounded to bf16/f16 keep the CPU's (the rounding to T
+/// dominates). f32 results: the kernel's exp is `ex2.approx` of (delta * A log2 e)
+/// (2^-22 relative error plus the rounding of the two products: a few f32 units per decay
+/// factor, where the CPU's `exp` is within one), so its f32 budget is 4x the CPU's 30
+/// units; the backward starts from the GPU's checkpoints, so its f32 results get it too.
+fn gpu_tol<T: Element>() -> Tol {
+    let t = tol::<T>();
+    let f32_tol = 4.0 * scan_common::F32_TOL;
+    let rounded = if T::DTYPE == DType::F32 { f32_tol } else { t.out };
+    Tol { out: rounded, state: f32_tol, grad: rounded, grad_f32: f32_tol }
+}
+
+/// Forward on the GPU against the reference: out, final state, checkpoints.
+fn check_forward<T: Element>(case: &Case) -> Result<(), String> {
+    let x = case.inputs::<T>();
+    let placed = x.place(gpu())?;
+    let fwd = selective_scan(&placed.inputs(), &case.opts()).map_err(|e| format!("forward failed: {e}"))?;
+    let tol = gpu_tol::<T>();
+    for (name, err) in forward_errors(&x, &fwd)? {
+        let limit = tol_of(&tol, name);
+        // Shown with --nocapture: the measured errors for the performance log and notes.
+        eprintln!(
+            "{} b={} dim={} n={} L={}: {name} error {err:.2e}",
+            T::DTYPE,
+            case.batch,
+            case.dim(),
+            case.d_state,
+            case.seqlen
+        );
+        if err.is_nan() || err > limit {
+            return Err(format!("{name}: error {err:.3e} > {limit:.1e}\n  in {case:?} ({})", T::DTYPE));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU"]
+    fn gpu_matches_reference_f32(case in scan_common::cases(3000, BUDGET)) {
+        check_forward::<f32>(&case).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU"]
+    fn gpu_matches_reference_bf16(case in scan_common::cases(3000, BUDGET)) {
+        check_forward::<bf16>(&case).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU"]
+    fn gpu_matches_reference_f16(case in scan_common::cases(3000, BUDGET)) {
+        check_forward::<f16>(&case).map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_every_state_tier_and_partial_ctas() {
+    // d_state in every slice count (1, 2, 4, 8, 16 threads per channel) and at its edges;
+    // channel counts that leave the last CTA of a group partly empty; seqlen odd (element
+    // staging), a whole number of 16-byte rows (cp.async), and 1.
+    let shapes = [
+        (2, 130, 1, 16, 100),
+        (1, 200, 2, 1, 64),
+        (2, 12, 3, 17, 257),
+        (1, 70, 1, 33, 96),
+        (1, 40, 2, 64, 33),
+        (1, 18, 1, 100, 512),
+        (1, 9, 1, 128, 1),
+        (1, 8, 1, 129, 40),
+        (2, 5, 1, 256, 80),
+        (3, 129, 3, 16, 1),
+    ];
+    for (i, &(batch, dim, groups, d_state, seqlen)) in shapes.iter().enumerate() {
+        for options in 0..2u32 {
+            let mut case = Case::new(batch, dim, groups, d_state, seqlen);
+            case.seed = 100 + i as u64;
+            if options == 1 {
+                case.softplus = false;
+                (case.has_d, case.has_z, case.has_bias, case.has_init) = (false, false, false, false);
+            }
+            check_forward::<f32>(&case).unwrap();
+            check_forward::<bf16>(&case).unwrap();
+            check_forward::<f16>(&case).unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_long_sequences() {
+    // 2^16 + 1 steps (element staging), 2^16 (cp.async) and 2^20: no limit from chunking.
+    for (dim, d_state, seqlen) in [(3, 16, 65_537), (2, 8, 65_536), (1, 4, 1 << 20)] {
+        let mut case = Case::new(1, dim, 1, d_state, seqlen);
+        case.seed = seqlen as u64;
+        check_forward::<f32>(&case).unwrap();
+        check_forward::<bf16>(&case).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_large_delta_stays_finite() {
+    // delta' up to 500: the decay underflows to 0, softplus meets x > 20.
+    for scale in [1000.0, 60.0] {
+        let mut case = Case::new(2, 6, 2, 16, 300);
+        case.delta_scale = scale;
+        check_forward::<f32>(&case).unwrap();
+        check_forward::<bf16>(&case).unwrap();
+    }
+}
+
+fn time_slice<E: Element>(a: &ArrayD<E>, from: usize, to: usize) -> ArrayD<E> {
+    let last = Axis(a.ndim() - 1);
+    a.slice_axis(last, Slice::from(from..to)).to_owned()
+}
+
+fn host<E: Element>(t: &Tensor<E>) -> ArrayD<E> {
+    t.to_array().expect("download")
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_two_halves_equal_one_run() {
+    // The second call starts from the first call's final state. Each thread computes the
+    // same steps in the same order either way, so out and the final state are bitwise
+    // equal; the split (700) is not a multiple of the chunk or the checkpoint interval.
+    let dev = gpu();
+    for d_state in [16, 40] {
+        let case = Case::new(2, 20, 2, d_state, 1500);
+        let x: Inputs<bf16> = case.inputs();
+        let full = x.place(dev).unwrap();
+        let one = selective_scan(&full.inputs(), &case.opts()).unwrap();
+        let half = |from: usize, to: usize, init: Option<ArrayD<f32>>| {
+            let mut p = x.clone();
+            p.u = time_slice(&x.u, from, to);
+            p.delta = time_slice(&x.delta, from, to);
+            p.b = time_slice(&x.b, from, to);
+            p.c = time_slice(&x.c, from, to);
+            p.z = x.z.as_ref().map(|z| time_slice(z, from, to));
+            p.dout = time_slice(&x.dout, from, to);
+            if init.is_some() {
+                p.init = init;
+            }
+            let placed = p.place(dev).unwrap();
+            selective_scan(&placed.inputs(), &ScanOptions { delta_softplus: p.softplus }).unwrap()
+        };
+        let first = half(0, 700, None);
+        let second = half(700, 1500, Some(host(&first.final_state)));
+        let out = ndarray::concatenate(Axis(2), &[host(&first.out).view(), host(&second.out).view()]).unwrap();
+        assert_eq!(out, host(&one.out), "d_state {d_state}");
+        assert_eq!(host(&second.final_state), host(&one.final_state), "d_state {d_state}");
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_backward_matches_reference() {
+    // The backward through the GPU API (the host computes it for now: see mamba/gpu.rs).
+    let case = Case::new(2, 6, 2, 16, 700);
+    check_with(&case, &case.inputs::<bf16>(), gpu(), gpu_tol::<bf16>()).unwrap();
+    check_with(&case, &case.inputs::<f32>(), gpu(), gpu_tol::<f32>()).unwrap();
+}

@@ -1,20 +1,24 @@
 //! The selective-scan forward kernel. Per CTA: one batch row, a run of `channels`
-//! channels of one group; per thread: one channel and a slice of 16 of its states, for
-//! the whole sequence (see the module doc for why no block-wide scan is needed).
+//! channels of one group; per thread: one channel and a slice of 8 of its states, for the
+//! whole sequence (see the module doc for why no block-wide scan is needed). The slices
+//! of a channel sit in adjacent lanes of one warp, so y is summed over them by shuffles.
 //!
 //! Memory story, per chunk of `steps` steps (32 for bf16/f16, 16 for f32):
-//!   HBM  -> SRAM  u, delta, z rows of the CTA's channels and B, C rows of the group,
-//!                 64 bytes each, cp.async, two stages: chunk k+1 flies while k computes
-//!   SRAM -> SRAM  B, C converted to f32 once per CTA (every channel reads them)
-//!   regs          h (16 states), A * log2(e) (16), the step's delta and delta * u
-//!   regs -> SRAM  partial y per slice; SRAM -> HBM: out = (sum y + D u) silu(z), 16-byte
-//!                 stores; the state at every SCAN_CHECKPOINT-th step, and the final state
-//! SRAM: ScanSmem::new(d_state, elem) (89.6 KB for bf16 at d_state <= 16: 2 CTAs per SM).
+//!   HBM  -> SRAM  u, delta rows of the CTA's channels and B, C rows of the group, 64
+//!                 bytes each, cp.async, two stages: chunk k+1 flies while k computes
+//!   SRAM -> SRAM  once per (channel, step): delta' = softplus(delta + bias), delta' u;
+//!                 once per (state, step): B, C in f32, transposed to [step][state]
+//!   regs          h (8 states), A log2(e) (8), the 4 steps' delta', delta' u, y
+//!   regs -> SRAM  y over the delta' u it replaces; SRAM -> HBM: out = (y + D u) silu(z)
+//!                 (z read here, once), 16-byte stores; the state every SCAN_CHECKPOINT
+//!                 steps and at the end
+//! SRAM: ScanSmem::new(d_state, elem) (48 KB for bf16 at d_state 16: 4 CTAs per SM).
 
 use super::*;
 use crate::device::cp_async::{commit, cp_async_16, wait_group};
 use crate::device::math::{exp2, fma, max, rcp};
 use crate::device::thread::{block_x, block_y, sync_threads, tid};
+use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram, unroll};
 
 const LOG2E: f32 = core::f32::consts::LOG2_E;
@@ -51,42 +55,38 @@ struct Cta {
 }
 
 /// Issues the copies of chunk `k` (steps [k * steps, (k + 1) * steps)) into raw stage
-/// `stage`: rows u[0..channels), delta[..), z[..) PITCH bytes apart, then B[0..states),
-/// C[..) SCAN_CHUNK_BYTES apart, 4 16-byte vectors each. Rows of absent channels or states and steps
-/// past the end arrive as zeros. When a row is not 16-byte aligned in HBM (seqlen * elem
-/// bytes not a multiple of 16) the chunk is copied element by element, synchronously.
+/// `stage`: rows u[0..channels), delta[..) PITCH bytes apart, then B[0..states), C[..)
+/// SCAN_CHUNK_BYTES apart, 4 16-byte vectors each. Rows of absent channels or states and
+/// steps past the end arrive as zeros. When a row is not 16-byte aligned in HBM
+/// (seqlen * elem bytes not a multiple of 16) the chunk is copied element by element,
+/// synchronously.
 #[inline(always)]
 unsafe fn stage_chunk<T: Elem>(p: &ScanFwdParams, lay: ScanSmem, cta: Cta, k: u32, stage: u32, aligned: bool) {
     let lanes = T::LANES as u32;
     let t0 = k * lay.steps;
     let ch = lay.channels;
-    let states = SCAN_STATES_PER_THREAD * lay.slices;
-    let rows = 3 * ch + 2 * states;
+    let rows = 2 * ch + 2 * lay.states;
     let seqlen = p.seqlen as usize;
     let dst_base = Sram::at(lay.u(stage));
+    // Values, not field references: selecting between field addresses would put the
+    // parameter struct on the stack.
+    let (pu, pd, pb, pc) = (p.u, p.delta, p.b, p.c);
     let mut i = tid();
     while i < rows * 4 {
         let (r, vec) = (i / 4, i % 4);
-        // (tensor, row index in it, row valid)
-        let (addr, row, ok) = if r < 3 * ch {
-            let which = r / ch;
-            let rc = r % ch;
-            let addr = if which == 0 {
-                p.u
-            } else if which == 1 {
-                p.delta
-            } else {
-                p.z
-            };
-            (addr, (cta.b * p.dim as usize + cta.c0 + rc as usize), rc < cta.n_ch && addr != 0)
+        // (tensor, row index in it, row present, byte offset of the row in the stage)
+        let (addr, row, ok, row_at) = if r < 2 * ch {
+            let rc = if r < ch { r } else { r - ch };
+            let addr = if r < ch { pu } else { pd };
+            (addr, cta.b * p.dim as usize + cta.c0 + rc as usize, rc < cta.n_ch, r * PITCH)
         } else {
-            let rs = r - 3 * ch;
-            let (addr, n) = if rs < states { (p.b, rs) } else { (p.c, rs - states) };
-            (addr, ((cta.b * p.groups as usize + cta.g) * p.d_state as usize + n as usize), n < p.d_state)
+            let rs = r - 2 * ch;
+            let (addr, n) = if rs < lay.states { (pb, rs) } else { (pc, rs - lay.states) };
+            let row = (cta.b * p.groups as usize + cta.g) * p.d_state as usize + n as usize;
+            (addr, row, n < p.d_state, 2 * ch * PITCH + rs * SCAN_CHUNK_BYTES)
         };
         let t = t0 + vec * lanes;
         let src = Hbm::<T>::from_addr(addr);
-        let row_at = if r < 3 * ch { r * PITCH } else { 3 * ch * PITCH + (r - 3 * ch) * SCAN_CHUNK_BYTES };
         let dst = dst_base.byte(row_at + vec * 16);
         if aligned {
             let ok = ok && t < p.seqlen;
@@ -94,28 +94,47 @@ unsafe fn stage_chunk<T: Elem>(p: &ScanFwdParams, lay: ScanSmem, cta: Cta, k: u3
             let from = if ok { src.offset(row * seqlen + t as usize).ptr() } else { src.ptr() };
             unsafe { cp_async_16(dst, from as *const u8, if ok { 16 } else { 0 }) };
         } else {
-            let mut e = 0;
-            while e < lanes {
-                let v = if ok && t + e < p.seqlen {
-                    unsafe { src.load(row * seqlen + (t + e) as usize) }
-                } else {
-                    T::from_f32(0.0)
-                };
-                unsafe { T::st_sram(Sram { addr: dst }, e * T::BYTES, v) };
-                e += 1;
-            }
+            unroll::<8, _>(|e| {
+                if e < T::LANES {
+                    let te = t + e as u32;
+                    let v = if ok && te < p.seqlen {
+                        unsafe { src.load(row * seqlen + te as usize) }
+                    } else {
+                        T::from_f32(0.0)
+                    };
+                    unsafe { T::st_sram(Sram { addr: dst }, e as u32 * T::BYTES, v) };
+                }
+            });
         }
         i += SCAN_THREADS;
     }
 }
 
+/// `a[m]` by selects (a dynamic index would put `a` on the stack).
+#[inline(always)]
+fn pick(a: &[f32; 4], m: u32) -> f32 {
+    match m {
+        0 => a[0],
+        1 => a[1],
+        2 => a[2],
+        _ => a[3],
+    }
+}
+
+/// Four f32 as the b32 words of a 16-byte vector.
+#[inline(always)]
+fn bits4(v: &[f32; 8], from: usize) -> [u32; 4] {
+    [v[from].to_bits(), v[from + 1].to_bits(), v[from + 2].to_bits(), v[from + 3].to_bits()]
+}
+
 #[inline(always)]
 unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
     let lay = ScanSmem::new(p.d_state, T::BYTES);
-    let (steps, lanes) = (lay.steps, T::LANES as u32);
+    let lanes = T::LANES as u32;
     let seqlen = p.seqlen as usize;
     let t_id = tid();
-    let (slice, ch_l) = (t_id / lay.channels, t_id % lay.channels);
+    // Adjacent lanes hold the slices of one channel.
+    let (ch_l, slice) = (t_id / lay.slices, t_id % lay.slices);
     let cpg = p.channels_per_group.max(1);
     let part = block_x() % p.ctas_per_group.max(1);
     let g = block_x() / p.ctas_per_group.max(1);
@@ -128,8 +147,8 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
     let n0 = slice * SCAN_STATES_PER_THREAD;
     let aligned = (p.seqlen * T::BYTES) % 16 == 0;
 
-    // Registers: this thread's 16 states and A * log2(e) (0 for states past d_state, so
-    // they stay 0 and add nothing).
+    // Registers: this thread's 8 states and A log2(e) (0 for states past d_state, so they
+    // stay 0 and add nothing).
     let mut h = [0.0f32; NS];
     let mut a2 = [0.0f32; NS];
     let state = |n: usize| n0 as usize + n;
@@ -141,7 +160,17 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
             }
         }
     });
-    let bias = if active && p.delta_bias != 0 { unsafe { Hbm::<f32>::from_addr(p.delta_bias).load(c) } } else { 0.0 };
+    // The conversion pass gives thread t the 16-byte vectors i = t + 128 m (m < 4) of
+    // the chunk: channel i / 4 = t / 4 + 32 m, always the same channels, so their
+    // delta_bias is loaded once, here (not on the conversion's critical path).
+    const ITEMS: usize = 4;
+    let mut bias_r = [0.0f32; ITEMS];
+    unroll::<ITEMS, _>(|m| {
+        let r = t_id / 4 + 32 * m as u32;
+        if r < cta.n_ch && p.delta_bias != 0 {
+            bias_r[m] = unsafe { Hbm::<f32>::from_addr(p.delta_bias).load(cta.c0 + r as usize) };
+        }
+    });
     let n_ckpt = scan_checkpoints(p.seqlen) as usize;
     let save = |h: &[f32; NS], dst: HbmMut<f32>| {
         unroll::<NS, _>(|n| {
@@ -151,15 +180,16 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
         });
     };
 
-    let chunks = p.seqlen.div_ceil(steps);
+    let chunks = p.seqlen.div_ceil(lay.steps);
     unsafe { stage_chunk::<T>(p, lay, cta, 0, 0, aligned) };
     commit();
     let mut k = 0;
     while k < chunks {
         let stage = k & 1;
-        let t0 = k * steps;
+        let t0 = k * lay.steps;
+        let valid = if p.seqlen - t0 < lay.steps { p.seqlen - t0 } else { lay.steps };
         // Chunk k landed for every thread, and every thread is past chunk k-1's epilogue:
-        // its raw stage takes chunk k+1, and b_f32, c_f32 and y are free.
+        // its raw stage takes chunk k+1, and the f32 tiles are free.
         wait_group::<0>();
         sync_threads();
         if k + 1 < chunks {
@@ -171,101 +201,125 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
             save(&h, HbmMut::<f32>::from_addr(p.checkpoints).offset(at));
         }
 
-        // B, C -> f32, once for all channels: one 16-byte raw vector per item.
-        let states = SCAN_STATES_PER_THREAD * lay.slices;
-        let mut i = t_id;
-        while i < 2 * states * 4 {
+        // delta' and delta' u, once per (channel, step): one 16-byte raw vector per item.
+        // Steps past the end get delta' = 0 (and delta' u = 0): dA = 1, no input, h kept.
+        // A rolled loop (unrolled, its items' loads all go up front: 144 registers).
+        let mut m = 0;
+        while m < lay.channels.div_ceil(32) {
+            let i = t_id + SCAN_THREADS * m;
+            if i >= lay.channels * 4 {
+                break;
+            }
             let (r, vec) = (i / 4, i % 4);
-            let raw = Sram::at(lay.b(stage)).byte(r * SCAN_CHUNK_BYTES + vec * 16);
-            let f = T::unpack_v4(unsafe { Sram { addr: raw }.ld_v4(0) });
-            let dst = Sram::at(lay.b_f32 + r * lay.row_f32() + vec * lanes * 4);
-            // Constant indices only (lanes is 4 or 8): no array goes to the stack.
+            let bias = pick(&bias_r, m);
+            let dr = T::unpack_v4(unsafe { Sram::at(lay.delta_raw(stage) + r * PITCH).ld_v4(vec * 16) });
+            let ur = T::unpack_v4(unsafe { Sram::at(lay.u(stage) + r * PITCH).ld_v4(vec * 16) });
+            let (mut dl, mut du) = ([0.0f32; 8], [0.0f32; 8]);
+            unroll::<8, _>(|e| {
+                let x = dr[e] + bias;
+                let d = if p.delta_softplus != 0 { softplus(x) } else { x };
+                dl[e] = if vec * lanes + (e as u32) < valid { d } else { 0.0 };
+                du[e] = dl[e] * ur[e];
+            });
+            let at = r * lay.row_f32() + vec * lanes * 4;
             unroll::<2, _>(|half| {
                 if half * 4 < T::LANES {
-                    let q = half * 4;
-                    let v = [f[q].to_bits(), f[q + 1].to_bits(), f[q + 2].to_bits(), f[q + 3].to_bits()];
-                    unsafe { dst.st_v4(q as u32 * 4, v) };
+                    unsafe { Sram::at(lay.delta + at).st_v4(half as u32 * 16, bits4(&dl, half * 4)) };
+                    unsafe { Sram::at(lay.du + at).st_v4(half as u32 * 16, bits4(&du, half * 4)) };
+                }
+            });
+            m += 1;
+        }
+        // B, C -> f32 [step][state], once for all channels: one raw vector per item.
+        let mut i = t_id;
+        while i < 2 * lay.states * 4 {
+            let (r, vec) = (i / 4, i % 4);
+            let (n, dst) = if r < lay.states { (r, lay.b_f32) } else { (r - lay.states, lay.c_f32) };
+            let f = T::unpack_v4(unsafe { Sram::at(lay.b(stage) + r * SCAN_CHUNK_BYTES).ld_v4(vec * 16) });
+            unroll::<8, _>(|e| {
+                if e < T::LANES {
+                    let t = vec * lanes + e as u32;
+                    unsafe { Sram::at(dst).st_f32(t * lay.bc_row() + n * 4, f[e]) };
                 }
             });
             i += SCAN_THREADS;
         }
         sync_threads();
 
-        // The scan: `valid` steps of this chunk, 4 at a time. Steps past the end get
-        // delta = 0 (and u = 0 from the zero-fill): dA = 1, no input, h unchanged.
-        let valid = if p.seqlen - t0 < steps { p.seqlen - t0 } else { steps };
-        let u_row = Sram::at(lay.u(stage) + ch_l * PITCH);
-        let d_row = Sram::at(lay.delta(stage) + ch_l * PITCH);
-        let b_rows = Sram::at(lay.b_f32 + n0 * lay.row_f32()).pinned();
-        let c_rows = Sram::at(lay.c_f32 + n0 * lay.row_f32()).pinned();
-        let y_row = Sram::at(lay.y + t_id * lay.row_f32());
+        // The scan, 4 steps at a time: h = exp(delta' A) h + delta' u B; y = <h, C>.
+        let dl_row = Sram::at(lay.delta + ch_l * lay.row_f32());
+        let du_row = Sram::at(lay.du + ch_l * lay.row_f32());
+        let b_at = Sram::at(lay.b_f32 + n0 * 4).pinned();
+        let c_at = Sram::at(lay.c_f32 + n0 * 4).pinned();
         let mut tb = 0;
         while tb < valid {
-            let mut dl = [0.0f32; 4];
-            let mut du = [0.0f32; 4];
-            unroll::<4, _>(|j| {
-                let t = tb + j as u32;
-                let uv = unsafe { T::ld_sram(u_row, t * T::BYTES) }.to_f32();
-                let mut d = unsafe { T::ld_sram(d_row, t * T::BYTES) }.to_f32() + bias;
-                if p.delta_softplus != 0 {
-                    d = softplus(d);
-                }
-                if t >= valid {
-                    d = 0.0;
-                }
-                dl[j] = d;
-                du[j] = d * uv;
-            });
+            let dl = unsafe { dl_row.ld_v4(tb * 4) };
+            let du = unsafe { du_row.ld_v4(tb * 4) };
             let mut ys = [0.0f32; 4];
-            unroll::<NS, _>(|n| {
-                let bv = unsafe { b_rows.ld_v4(n as u32 * lay.row_f32() + tb * 4) };
-                let cv = unsafe { c_rows.ld_v4(n as u32 * lay.row_f32() + tb * 4) };
-                unroll::<4, _>(|j| {
-                    let da = exp2(dl[j] * a2[n]);
-                    h[n] = fma(da, h[n], du[j] * f32::from_bits(bv[j]));
-                    ys[j] = fma(h[n], f32::from_bits(cv[j]), ys[j]);
+            unroll::<4, _>(|j| {
+                let row = (tb + j as u32) * lay.bc_row();
+                let (b0, b1) = unsafe { (b_at.ld_v4(row), b_at.ld_v4(row + 16)) };
+                let (c0, c1) = unsafe { (c_at.ld_v4(row), c_at.ld_v4(row + 16)) };
+                let (d, x) = (f32::from_bits(dl[j]), f32::from_bits(du[j]));
+                unroll::<NS, _>(|n| {
+                    let (bn, cn) = if n < 4 { (b0[n], c0[n]) } else { (b1[n - 4], c1[n - 4]) };
+                    let da = exp2(d * a2[n]);
+                    h[n] = fma(da, h[n], x * f32::from_bits(bn));
+                    ys[j] = fma(h[n], f32::from_bits(cn), ys[j]);
                 });
             });
-            unsafe { y_row.st_v4(tb * 4, [ys[0].to_bits(), ys[1].to_bits(), ys[2].to_bits(), ys[3].to_bits()]) };
+            // y sums over the channel's slices: adjacent lanes, butterfly shuffles.
+            let mut off = 1;
+            while off < lay.slices {
+                unroll::<4, _>(|j| ys[j] += shfl_xor(ys[j], off));
+                off *= 2;
+            }
+            // Every slice of this channel has read du[tb..tb+4] (the shuffle needed their
+            // sums), so y can take its place.
+            if slice == 0 {
+                let v = [ys[0].to_bits(), ys[1].to_bits(), ys[2].to_bits(), ys[3].to_bits()];
+                unsafe { du_row.st_v4(tb * 4, v) };
+            }
             tb += 4;
         }
         sync_threads();
 
-        // Epilogue: one 16-byte output vector per item, y summed over the slices.
-        let mut i = t_id;
-        while i < lay.channels * 4 {
+        // Epilogue: one 16-byte output vector per item.
+        let mut m = 0;
+        while m < lay.channels.div_ceil(32) {
+            let i = t_id + SCAN_THREADS * m;
             let (r, vec) = (i / 4, i % 4);
             let t = t0 + vec * lanes;
             if r < cta.n_ch && t < p.seqlen {
                 let cc = cta.c0 + r as usize;
+                let at = (cta.b * p.dim as usize + cc) * seqlen + t as usize;
                 let mut y = [0.0f32; 8];
-                let mut s = 0;
-                while s < lay.slices {
-                    let src = Sram::at(lay.y + (s * lay.channels + r) * lay.row_f32() + vec * lanes * 4);
-                    unroll::<2, _>(|half| {
-                        if half * 4 < T::LANES {
-                            let v = unsafe { src.ld_v4(half as u32 * 16) };
-                            unroll::<4, _>(|q| {
-                                y[half * 4 + q] += f32::from_bits(v[q]);
-                            });
-                        }
-                    });
-                    s += 1;
-                }
-                let raw = |base: u32| T::unpack_v4(unsafe { Sram::at(base + r * PITCH).ld_v4(vec * 16) });
-                let dd = if p.d != 0 { unsafe { Hbm::<f32>::from_addr(p.d).load(cc) } } else { 0.0 };
-                let uv = raw(lay.u(stage));
-                unroll::<8, _>(|e| {
-                    y[e] += dd * uv[e];
+                let y_at = Sram::at(lay.du + r * lay.row_f32() + vec * lanes * 4);
+                unroll::<2, _>(|half| {
+                    if half * 4 < T::LANES {
+                        let v = unsafe { y_at.ld_v4(half as u32 * 16) };
+                        unroll::<4, _>(|q| y[half * 4 + q] = f32::from_bits(v[q]));
+                    }
                 });
+                let uv = T::unpack_v4(unsafe { Sram::at(lay.u(stage) + r * PITCH).ld_v4(vec * 16) });
+                let dd = if p.d != 0 { unsafe { Hbm::<f32>::from_addr(p.d).load(cc) } } else { 0.0 };
+                unroll::<8, _>(|e| y[e] += dd * uv[e]);
                 if p.z != 0 {
-                    let zv = raw(lay.z(stage));
-                    unroll::<8, _>(|e| {
-                        y[e] *= silu(zv[e]);
-                    });
+                    let z = Hbm::<T>::from_addr(p.z);
+                    let zv = if aligned {
+                        T::unpack_v4(unsafe { z.load_v4(at) })
+                    } else {
+                        let mut zv = [0.0f32; 8];
+                        unroll::<8, _>(|e| {
+                            if e < T::LANES && t + (e as u32) < p.seqlen {
+                                zv[e] = unsafe { z.load(at + e) }.to_f32();
+                            }
+                        });
+                        zv
+                    };
+                    unroll::<8, _>(|e| y[e] *= silu(zv[e]));
                 }
                 let out = HbmMut::<T>::from_addr(p.out);
-                let at = (cta.b * p.dim as usize + cc) * seqlen + t as usize;
                 if aligned {
                     unsafe { out.store_v4(at, T::pack_v4(&y)) };
                 } else {
@@ -276,7 +330,7 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
                     });
                 }
             }
-            i += SCAN_THREADS;
+            m += 1;
         }
         k += 1;
     }

@@ -7,10 +7,11 @@
 //! delta_t = softplus(delta_t + delta_bias[c]) when asked. f32 math, f32 state.
 //!
 //! The forward kernel (fwd.rs) gives each thread one channel and a slice of
-//! `SCAN_STATES_PER_THREAD` states and walks the WHOLE sequence sequentially: the 16
-//! states are 16 independent recurrences, enough instruction-level parallelism to keep
-//! the special-function unit (one ex2 per step and state, the kernel's floor) busy, with
-//! no block-wide scan at all. HBM sees each input once and each output once.
+//! `SCAN_STATES_PER_THREAD` states and walks the WHOLE sequence sequentially: the 8
+//! states are 8 independent recurrences (instruction-level parallelism), the threads of
+//! 64K (batch, channel, slice) triples the thread-level parallelism that keeps the
+//! special-function unit (one ex2 per step and state, the kernel's floor) busy, with no
+//! block-wide scan at all. HBM sees each input once and each output once.
 
 #[cfg(target_arch = "nvptx64")]
 mod fwd;
@@ -30,14 +31,16 @@ pub const fn scan_checkpoints(seqlen: u32) -> u32 {
 
 /// Threads per CTA of the forward kernel.
 pub const SCAN_THREADS: u32 = 128;
-/// States each thread carries in registers (one slice of d_state).
-pub const SCAN_STATES_PER_THREAD: u32 = 16;
+/// States each thread carries in registers (one slice of d_state). 8 rather than 16: at
+/// b = 8, dim = 4096 that is 64K threads, 16 warps per SM, enough to keep the SFU busy
+/// (with 16 the kernel had 8 warps per SM and left the SFU idle 57% of the time).
+pub const SCAN_STATES_PER_THREAD: u32 = 8;
 /// Bytes of each input row staged per chunk: 4 16-byte vectors, so a chunk is 32 steps
 /// of bf16/f16 or 16 steps of f32.
 pub const SCAN_CHUNK_BYTES: u32 = 64;
-/// SRAM pitch of a staged u, delta or z row: 64 bytes + 16 of padding, so that the
-/// threads of a warp (one channel each) reading the same step hit 8 different bank
-/// groups. B and C rows are read as whole vectors by consecutive threads: no padding.
+/// SRAM pitch of a staged u or delta row: 64 bytes + 16 of padding, so that the 16-byte
+/// vectors the conversion pass reads from 8 rows at once fall in different banks. B and C
+/// rows are read as whole vectors by consecutive threads: no padding.
 pub const SCAN_RAW_PITCH: u32 = SCAN_CHUNK_BYTES + 16;
 
 /// Steps per chunk for an element of `elem_bytes` bytes.
@@ -45,30 +48,34 @@ pub const fn scan_chunk_steps(elem_bytes: u32) -> u32 {
     SCAN_CHUNK_BYTES / elem_bytes
 }
 
-/// Threads that share one channel (its d_state split in slices of 16), a power of two
-/// so that it divides the CTA: 1 for d_state <= 16, ..., 16 for d_state <= 256.
+/// Threads that share one channel (its d_state split in slices of 8), a power of two so
+/// that it divides a warp: 1 for d_state <= 8, 2 for <= 16, ..., 32 for <= 256.
 pub const fn scan_slices(d_state: u32) -> u32 {
     let s = d_state.div_ceil(SCAN_STATES_PER_THREAD);
     if s <= 1 { 1 } else { s.next_power_of_two() }
 }
 
-/// SRAM layout of one forward CTA (all offsets in bytes from the arena start):
-///   raw[2]  two stages of cp.async input: u, delta, z rows (`channels` each,
-///           SCAN_RAW_PITCH bytes apart), then B and C rows (`16 * slices` each, one per
-///           state, SCAN_CHUNK_BYTES apart)
-///   b_f32   B of the chunk converted to f32, [16 * slices][steps + 4]
-///   c_f32   C likewise
-///   y       per-slice partial y, f32 [slices][channels][steps + 4] (128 rows)
-/// The + 4 padding makes 16-byte reads of 8 consecutive rows hit different banks.
+/// SRAM layout of one forward CTA (byte offsets from the arena start):
+///   raw[2]   two stages of cp.async input: u and delta rows (`channels` each,
+///            SCAN_RAW_PITCH apart), then B and C rows (`8 * slices` each, one per
+///            state, SCAN_CHUNK_BYTES apart)
+///   delta    delta' of the chunk, f32 [channels][steps + 4] (bias and softplus applied)
+///   du       delta' * u, f32 [channels][steps + 4]; after the scan, y (same place)
+///   b_f32    B of the chunk in f32, transposed: [steps][8 * slices + 4]
+///   c_f32    C likewise
+/// The + 4 paddings spread rows read together over the banks. z is read from HBM in the
+/// epilogue (it is needed once, there).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ScanSmem {
     pub slices: u32,
     pub channels: u32,
+    pub states: u32,
     pub steps: u32,
     pub stage_bytes: u32,
+    pub delta: u32,
+    pub du: u32,
     pub b_f32: u32,
     pub c_f32: u32,
-    pub y: u32,
     pub total: u32,
 }
 
@@ -78,37 +85,38 @@ impl ScanSmem {
         let channels = SCAN_THREADS / slices;
         let states = SCAN_STATES_PER_THREAD * slices;
         let steps = scan_chunk_steps(elem_bytes);
-        let row_f32 = (steps + 4) * 4;
-        let stage_bytes = 3 * channels * SCAN_RAW_PITCH + 2 * states * SCAN_CHUNK_BYTES;
-        let b_f32 = 2 * stage_bytes;
-        let c_f32 = b_f32 + states * row_f32;
-        let y = c_f32 + states * row_f32;
-        let total = y + SCAN_THREADS * row_f32;
-        ScanSmem { slices, channels, steps, stage_bytes, b_f32, c_f32, y, total }
+        let stage_bytes = 2 * channels * SCAN_RAW_PITCH + 2 * states * SCAN_CHUNK_BYTES;
+        let delta = 2 * stage_bytes;
+        let du = delta + channels * (steps + 4) * 4;
+        let b_f32 = du + channels * (steps + 4) * 4;
+        let c_f32 = b_f32 + steps * (states + 4) * 4;
+        let total = c_f32 + steps * (states + 4) * 4;
+        ScanSmem { slices, channels, states, steps, stage_bytes, delta, du, b_f32, c_f32, total }
     }
-    /// Byte offset of raw stage `s`'s u, delta, z, B, C rows.
+    /// Byte offset of raw stage `s`'s u, delta, B and C rows.
     pub const fn u(self, s: u32) -> u32 {
         s * self.stage_bytes
     }
-    pub const fn delta(self, s: u32) -> u32 {
+    pub const fn delta_raw(self, s: u32) -> u32 {
         self.u(s) + self.channels * SCAN_RAW_PITCH
     }
-    pub const fn z(self, s: u32) -> u32 {
+    pub const fn b(self, s: u32) -> u32 {
         self.u(s) + 2 * self.channels * SCAN_RAW_PITCH
     }
-    pub const fn b(self, s: u32) -> u32 {
-        self.u(s) + 3 * self.channels * SCAN_RAW_PITCH
-    }
     pub const fn c(self, s: u32) -> u32 {
-        self.b(s) + SCAN_STATES_PER_THREAD * self.slices * SCAN_CHUNK_BYTES
+        self.b(s) + self.states * SCAN_CHUNK_BYTES
     }
-    /// Bytes per f32 row of b_f32, c_f32 and y.
+    /// Bytes per row of the delta and du tiles.
     pub const fn row_f32(self) -> u32 {
         (self.steps + 4) * 4
     }
+    /// Bytes per (step) row of b_f32 and c_f32.
+    pub const fn bc_row(self) -> u32 {
+        (self.states + 4) * 4
+    }
 }
 
-/// The most SRAM any forward launch asks for (d_state 256, 16-bit inputs: 158 KiB, under
+/// The most SRAM any forward launch asks for (d_state 256, 16-bit inputs: 133 KiB, under
 /// sm_80's 163 KiB per block).
 pub const SCAN_FWD_SMEM_BUDGET: u32 = {
     let a = ScanSmem::new(SCAN_MAX_STATE, 2).total;
@@ -164,14 +172,19 @@ mod tests {
                 assert_eq!(s.slices * s.channels, SCAN_THREADS);
                 assert!(s.slices * SCAN_STATES_PER_THREAD >= d_state);
                 assert!(s.total <= SCAN_FWD_SMEM_BUDGET && s.total <= 163 * 1024);
-                for off in [s.u(1), s.delta(0), s.z(1), s.b(1), s.c(1), s.b_f32, s.c_f32, s.y, s.row_f32()] {
+                for off in
+                    [s.u(1), s.delta_raw(0), s.b(1), s.c(1), s.delta, s.du, s.b_f32, s.c_f32, s.row_f32(), s.bc_row()]
+                {
                     assert_eq!(off % 16, 0, "d_state {d_state}: offset {off} not 16-byte aligned");
                 }
             }
         }
         assert_eq!(ScanSmem::new(16, 2).steps, 32);
-        assert_eq!(scan_slices(17), 2);
-        assert_eq!(scan_slices(65), 8);
+        assert_eq!(scan_slices(16), 2);
+        assert_eq!(scan_slices(17), 4);
+        assert_eq!(scan_slices(256), 32);
+        // 4 CTAs per SM (16 warps) at d_state 16, bf16.
+        assert!(4 * (ScanSmem::new(16, 2).total + 1024) <= 228 * 1024);
         assert_eq!(scan_checkpoints(512), 1);
         assert_eq!(scan_checkpoints(513), 2);
     }

@@ -230,37 +230,42 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
             });
             m += 1;
         }
-        // B, C -> f32 [step][state], once for all channels: one raw vector per item.
+        // B, C -> f32, transposed to [step][state], once for all channels: one raw vector
+        // per item. Within a step's row the first 4 states of every slice come first,
+        // then the last 4, so the 16-byte reads of a warp's slices are contiguous.
         let mut i = t_id;
         while i < 2 * lay.states * 4 {
             let (r, vec) = (i / 4, i % 4);
             let (n, dst) = if r < lay.states { (r, lay.b_f32) } else { (r - lay.states, lay.c_f32) };
+            let (s_of, q) = (n / SCAN_STATES_PER_THREAD, n % SCAN_STATES_PER_THREAD);
+            let col = (q / 4) * lay.slices * 4 + s_of * 4 + q % 4;
             let f = T::unpack_v4(unsafe { Sram::at(lay.b(stage) + r * SCAN_CHUNK_BYTES).ld_v4(vec * 16) });
             unroll::<8, _>(|e| {
                 if e < T::LANES {
                     let t = vec * lanes + e as u32;
-                    unsafe { Sram::at(dst).st_f32(t * lay.bc_row() + n * 4, f[e]) };
+                    unsafe { Sram::at(dst).st_f32(t * lay.bc_row() + col * 4, f[e]) };
                 }
             });
             i += SCAN_THREADS;
         }
         sync_threads();
 
-        // The scan, 4 steps at a time: h = exp(delta' A) h + delta' u B; y = <h, C>.
+        // The scan, 8 steps at a time: h = exp(delta' A) h + delta' u B; y = <h, C>.
         let dl_row = Sram::at(lay.delta + ch_l * lay.row_f32());
         let du_row = Sram::at(lay.du + ch_l * lay.row_f32());
-        let b_at = Sram::at(lay.b_f32 + n0 * 4).pinned();
-        let c_at = Sram::at(lay.c_f32 + n0 * 4).pinned();
+        let b_at = Sram::at(lay.b_f32 + slice * 16).pinned();
+        let c_at = Sram::at(lay.c_f32 + slice * 16).pinned();
+        let hi = lay.slices * 16;
         let mut tb = 0;
         while tb < valid {
-            let dl = unsafe { dl_row.ld_v4(tb * 4) };
-            let du = unsafe { du_row.ld_v4(tb * 4) };
-            let mut ys = [0.0f32; 4];
-            unroll::<4, _>(|j| {
+            let dl = unsafe { [dl_row.ld_v4(tb * 4), dl_row.ld_v4(tb * 4 + 16)] };
+            let du = unsafe { [du_row.ld_v4(tb * 4), du_row.ld_v4(tb * 4 + 16)] };
+            let mut ys = [0.0f32; 8];
+            unroll::<8, _>(|j| {
                 let row = (tb + j as u32) * lay.bc_row();
-                let (b0, b1) = unsafe { (b_at.ld_v4(row), b_at.ld_v4(row + 16)) };
-                let (c0, c1) = unsafe { (c_at.ld_v4(row), c_at.ld_v4(row + 16)) };
-                let (d, x) = (f32::from_bits(dl[j]), f32::from_bits(du[j]));
+                let (b0, b1) = unsafe { (b_at.ld_v4(row), b_at.ld_v4(row + hi)) };
+                let (c0, c1) = unsafe { (c_at.ld_v4(row), c_at.ld_v4(row + hi)) };
+                let (d, x) = (f32::from_bits(dl[j / 4][j % 4]), f32::from_bits(du[j / 4][j % 4]));
                 unroll::<NS, _>(|n| {
                     let (bn, cn) = if n < 4 { (b0[n], c0[n]) } else { (b1[n - 4], c1[n - 4]) };
                     let da = exp2(d * a2[n]);
@@ -271,16 +276,16 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
             // y sums over the channel's slices: adjacent lanes, butterfly shuffles.
             let mut off = 1;
             while off < lay.slices {
-                unroll::<4, _>(|j| ys[j] += shfl_xor(ys[j], off));
+                unroll::<8, _>(|j| ys[j] += shfl_xor(ys[j], off));
                 off *= 2;
             }
-            // Every slice of this channel has read du[tb..tb+4] (the shuffle needed their
+            // Every slice of this channel has read du[tb..tb+8] (the shuffle needed their
             // sums), so y can take its place.
             if slice == 0 {
-                let v = [ys[0].to_bits(), ys[1].to_bits(), ys[2].to_bits(), ys[3].to_bits()];
-                unsafe { du_row.st_v4(tb * 4, v) };
+                unsafe { du_row.st_v4(tb * 4, bits4(&ys, 0)) };
+                unsafe { du_row.st_v4(tb * 4 + 16, bits4(&ys, 4)) };
             }
-            tb += 4;
+            tb += 8;
         }
         sync_threads();
 

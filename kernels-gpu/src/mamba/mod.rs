@@ -61,7 +61,8 @@ pub const fn scan_slices(d_state: u32) -> u32 {
 ///            state, SCAN_CHUNK_BYTES apart)
 ///   delta    delta' of the chunk, f32 [channels][steps + 4] (bias and softplus applied)
 ///   du       delta' * u, f32 [channels][steps + 4]; after the scan, y (same place)
-///   b_f32    B of the chunk in f32, transposed: [steps][8 * slices + 4]
+///   b_f32    B of the chunk in f32, transposed: [steps][8 * slices + 4], a row holding
+///            states 0..4 of every slice, then states 4..8 of every slice
 ///   c_f32    C likewise
 /// The + 4 paddings spread rows read together over the banks. z is read from HBM in the
 /// epilogue (it is needed once, there).

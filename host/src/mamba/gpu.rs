@@ -2,7 +2,7 @@
 //! and launches one CTA per (run of channels of one group, batch row).
 
 use super::{Problem, ScanGrads, ScanInputs, ScanOutput};
-use crate::kernels::mamba::{SCAN_THREADS, ScanFwdParams, ScanSmem};
+use crate::kernels::mamba::{SCAN_THREADS, ScanFwdParams, ScanSmem, scan_states_per_thread};
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{Element, Error, Result, Tensor};
 
@@ -70,7 +70,8 @@ pub(crate) fn forward<T: Element>(p: &Problem, x: &ScanInputs<T>) -> Result<Scan
         });
     }
     let cfg = LaunchGrid { grid: (grid_x as u32, p.batch as u32, 1), block: SCAN_THREADS, smem: lay.total };
-    gpu.launch(&format!("scan_fwd_{}", T::DTYPE.suffix()), cfg, &params)?;
+    let kernel = format!("scan_fwd_{}_s{}", T::DTYPE.suffix(), scan_states_per_thread(p.d_state as u32));
+    gpu.launch(&kernel, cfg, &params)?;
     Ok(ScanOutput {
         out: Tensor::Cuda(out),
         final_state: Tensor::Cuda(final_state),

@@ -1,18 +1,19 @@
 //! The selective-scan forward kernel. Per CTA: one batch row, a run of `channels`
-//! channels of one group; per thread: one channel and a slice of 8 of its states, for the
+//! channels of one group; per thread: one channel and a slice of NS (4, 8 or 16) of its states, for the
 //! whole sequence (see the module doc for why no block-wide scan is needed). The slices
 //! of a channel sit in adjacent lanes of one warp, so y is summed over them by shuffles.
 //!
 //! Memory story, per chunk of `steps` steps (32 for bf16/f16, 16 for f32):
 //!   HBM  -> SRAM  u, delta rows of the CTA's channels and B, C rows of the group, 64
-//!                 bytes each, cp.async, two stages: chunk k+1 flies while k computes
+//!                 bytes each, cp.async, two stages: chunk k+1 flies while k computes;
+//!                 z rows of chunk k, one stage, in flight until the epilogue
 //!   SRAM -> SRAM  once per (channel, step): delta' = softplus(delta + bias), delta' u;
 //!                 once per (state, step): B, C in f32, transposed to [step][state]
-//!   regs          h (8 states), A log2(e) (8), the 4 steps' delta', delta' u, y
-//!   regs -> SRAM  y over the delta' u it replaces; SRAM -> HBM: out = (y + D u) silu(z)
-//!                 (z read here, once), 16-byte stores; the state every SCAN_CHECKPOINT
+//!   regs          h (NS states), A log2(e) (NS), 8 steps' delta', delta' u, y
+//!   regs -> SRAM  y over the delta' u it replaces; SRAM -> HBM: out = (y + D u) silu(z),
+//!                 16-byte stores; the state every SCAN_CHECKPOINT
 //!                 steps and at the end
-//! SRAM: ScanSmem::new(d_state, elem) (48 KB for bf16 at d_state 16: 4 CTAs per SM).
+//! SRAM: ScanSmem::new(d_state, elem) (29 KB for bf16 at d_state 16: 7 CTAs per SM).
 
 use super::*;
 use crate::device::cp_async::{commit, cp_async_16, wait_group};
@@ -22,7 +23,6 @@ use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram, unroll};
 
 const LOG2E: f32 = core::f32::consts::LOG2_E;
-const NS: usize = SCAN_STATES_PER_THREAD as usize;
 const PITCH: u32 = SCAN_RAW_PITCH;
 
 /// ln(1 + e^x) = max(x, 0) + log1p(e^-|x|), with log1p(e) = 2 atanh(s), s = e / (2 + e)
@@ -66,7 +66,6 @@ unsafe fn stage_chunk<T: Elem>(p: &ScanFwdParams, lay: ScanSmem, cta: Cta, k: u3
     let t0 = k * lay.steps;
     let ch = lay.channels;
     let rows = 2 * ch + 2 * lay.states;
-    let seqlen = p.seqlen as usize;
     let dst_base = Sram::at(lay.u(stage));
     // Values, not field references: selecting between field addresses would put the
     // parameter struct on the stack.
@@ -85,27 +84,45 @@ unsafe fn stage_chunk<T: Elem>(p: &ScanFwdParams, lay: ScanSmem, cta: Cta, k: u3
             let row = (cta.b * p.groups as usize + cta.g) * p.d_state as usize + n as usize;
             (addr, row, n < p.d_state, 2 * ch * PITCH + rs * SCAN_CHUNK_BYTES)
         };
-        let t = t0 + vec * lanes;
-        let src = Hbm::<T>::from_addr(addr);
-        let dst = dst_base.byte(row_at + vec * 16);
-        if aligned {
-            let ok = ok && t < p.seqlen;
-            // A zero-byte copy still needs a valid address: the tensor base.
-            let from = if ok { src.offset(row * seqlen + t as usize).ptr() } else { src.ptr() };
-            unsafe { cp_async_16(dst, from as *const u8, if ok { 16 } else { 0 }) };
-        } else {
-            unroll::<8, _>(|e| {
-                if e < T::LANES {
-                    let te = t + e as u32;
-                    let v = if ok && te < p.seqlen {
-                        unsafe { src.load(row * seqlen + te as usize) }
-                    } else {
-                        T::from_f32(0.0)
-                    };
-                    unsafe { T::st_sram(Sram { addr: dst }, e as u32 * T::BYTES, v) };
-                }
-            });
-        }
+        unsafe { copy_vec::<T>(dst_base.byte(row_at + vec * 16), addr, row, t0 + vec * lanes, ok, p.seqlen, aligned) };
+        i += SCAN_THREADS;
+    }
+}
+
+/// One 16-byte vector of a [rows, seqlen] tensor at (row, t) into SRAM at `dst`: cp.async
+/// when rows are 16-byte aligned, else element by element (synchronous); zeros where the
+/// row is absent (`ok` false) or past the end.
+#[inline(always)]
+unsafe fn copy_vec<T: Elem>(dst: u32, addr: u64, row: usize, t: u32, ok: bool, seqlen: u32, aligned: bool) {
+    let src = Hbm::<T>::from_addr(addr);
+    let at = row * seqlen as usize + t as usize;
+    if aligned {
+        let ok = ok && t < seqlen;
+        // A zero-byte copy still needs a valid address: the tensor base.
+        let from = if ok { src.offset(at).ptr() } else { src.ptr() };
+        unsafe { cp_async_16(dst, from as *const u8, if ok { 16 } else { 0 }) };
+    } else {
+        unroll::<8, _>(|e| {
+            if e < T::LANES {
+                let te = t + e as u32;
+                let v = if ok && te < seqlen { unsafe { src.load(at + e) } } else { T::from_f32(0.0) };
+                unsafe { T::st_sram(Sram { addr: dst }, e as u32 * T::BYTES, v) };
+            }
+        });
+    }
+}
+
+/// Issues the copies of chunk `k` of z (the CTA's rows) into the z stage: its own group,
+/// so the epilogue can wait for it while the next chunk's inputs are still in flight.
+#[inline(always)]
+unsafe fn stage_z<T: Elem>(p: &ScanFwdParams, lay: ScanSmem, cta: Cta, k: u32, aligned: bool) {
+    let mut i = tid();
+    while i < lay.channels * 4 {
+        let (r, vec) = (i / 4, i % 4);
+        let row = cta.b * p.dim as usize + cta.c0 + r as usize;
+        let dst = Sram::at(lay.z + r * PITCH).byte(vec * 16);
+        let t = k * lay.steps + vec * T::LANES as u32;
+        unsafe { copy_vec::<T>(dst, p.z, row, t, r < cta.n_ch, p.seqlen, aligned) };
         i += SCAN_THREADS;
     }
 }
@@ -128,7 +145,7 @@ fn bits4(v: &[f32; 8], from: usize) -> [u32; 4] {
 }
 
 #[inline(always)]
-unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
+unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
     let lay = ScanSmem::new(p.d_state, T::BYTES);
     let lanes = T::LANES as u32;
     let seqlen = p.seqlen as usize;
@@ -144,10 +161,10 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
     let active = ch_l < n_ch;
     let c = cta.c0 + ch_l as usize;
     let bc = cta.b * p.dim as usize + c;
-    let n0 = slice * SCAN_STATES_PER_THREAD;
+    let n0 = slice * NS as u32;
     let aligned = (p.seqlen * T::BYTES) % 16 == 0;
 
-    // Registers: this thread's 8 states and A log2(e) (0 for states past d_state, so they
+    // Registers: this thread's NS states and A log2(e) (0 for states past d_state, so they
     // stay 0 and add nothing).
     let mut h = [0.0f32; NS];
     let mut a2 = [0.0f32; NS];
@@ -192,6 +209,12 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
         // its raw stage takes chunk k+1, and the f32 tiles are free.
         wait_group::<0>();
         sync_threads();
+        // Group order: z of chunk k, then the inputs of chunk k+1 (the epilogue waits for
+        // the first only).
+        if p.z != 0 {
+            unsafe { stage_z::<T>(p, lay, cta, k, aligned) };
+        }
+        commit();
         if k + 1 < chunks {
             unsafe { stage_chunk::<T>(p, lay, cta, k + 1, stage ^ 1, aligned) };
         }
@@ -237,7 +260,7 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
         while i < 2 * lay.states * 4 {
             let (r, vec) = (i / 4, i % 4);
             let (n, dst) = if r < lay.states { (r, lay.b_f32) } else { (r - lay.states, lay.c_f32) };
-            let (s_of, q) = (n / SCAN_STATES_PER_THREAD, n % SCAN_STATES_PER_THREAD);
+            let (s_of, q) = (n / NS as u32, n % NS as u32);
             let col = (q / 4) * lay.slices * 4 + s_of * 4 + q % 4;
             let f = T::unpack_v4(unsafe { Sram::at(lay.b(stage) + r * SCAN_CHUNK_BYTES).ld_v4(vec * 16) });
             unroll::<8, _>(|e| {
@@ -255,7 +278,8 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
         let du_row = Sram::at(lay.du + ch_l * lay.row_f32());
         let b_at = Sram::at(lay.b_f32 + slice * 16).pinned();
         let c_at = Sram::at(lay.c_f32 + slice * 16).pinned();
-        let hi = lay.slices * 16;
+        // Byte distance between the quarters (states 4k..4k+4) of a slice in a row.
+        let quarter = lay.slices * 16;
         let mut tb = 0;
         while tb < valid {
             let dl = unsafe { [dl_row.ld_v4(tb * 4), dl_row.ld_v4(tb * 4 + 16)] };
@@ -263,15 +287,23 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
             let mut ys = [0.0f32; 8];
             unroll::<8, _>(|j| {
                 let row = (tb + j as u32) * lay.bc_row();
-                let (b0, b1) = unsafe { (b_at.ld_v4(row), b_at.ld_v4(row + hi)) };
-                let (c0, c1) = unsafe { (c_at.ld_v4(row), c_at.ld_v4(row + hi)) };
-                let (d, x) = (f32::from_bits(dl[j / 4][j % 4]), f32::from_bits(du[j / 4][j % 4]));
-                unroll::<NS, _>(|n| {
-                    let (bn, cn) = if n < 4 { (b0[n], c0[n]) } else { (b1[n - 4], c1[n - 4]) };
-                    let da = exp2(d * a2[n]);
-                    h[n] = fma(da, h[n], x * f32::from_bits(bn));
-                    ys[j] = fma(h[n], f32::from_bits(cn), ys[j]);
+                let mut bq = [[0u32; 4]; 4];
+                let mut cq = [[0u32; 4]; 4];
+                unroll::<4, _>(|k| {
+                    if k * 4 < NS {
+                        bq[k] = unsafe { b_at.ld_v4(row + k as u32 * quarter) };
+                        cq[k] = unsafe { c_at.ld_v4(row + k as u32 * quarter) };
+                    }
                 });
+                let (d, x) = (f32::from_bits(dl[j / 4][j % 4]), f32::from_bits(du[j / 4][j % 4]));
+                // Two partial sums: half the length of the dependent FMA chain.
+                let mut y2 = [0.0f32; 2];
+                unroll::<NS, _>(|n| {
+                    let da = exp2(d * a2[n]);
+                    h[n] = fma(da, h[n], x * f32::from_bits(bq[n / 4][n % 4]));
+                    y2[n % 2] = fma(h[n], f32::from_bits(cq[n / 4][n % 4]), y2[n % 2]);
+                });
+                ys[j] = y2[0] + y2[1];
             });
             // y sums over the channel's slices: adjacent lanes, butterfly shuffles.
             let mut off = 1;
@@ -287,6 +319,7 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
             }
             tb += 8;
         }
+        wait_group::<1>();
         sync_threads();
 
         // Epilogue: one 16-byte output vector per item.
@@ -310,18 +343,7 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
                 let dd = if p.d != 0 { unsafe { Hbm::<f32>::from_addr(p.d).load(cc) } } else { 0.0 };
                 unroll::<8, _>(|e| y[e] += dd * uv[e]);
                 if p.z != 0 {
-                    let z = Hbm::<T>::from_addr(p.z);
-                    let zv = if aligned {
-                        T::unpack_v4(unsafe { z.load_v4(at) })
-                    } else {
-                        let mut zv = [0.0f32; 8];
-                        unroll::<8, _>(|e| {
-                            if e < T::LANES && t + (e as u32) < p.seqlen {
-                                zv[e] = unsafe { z.load(at + e) }.to_f32();
-                            }
-                        });
-                        zv
-                    };
+                    let zv = T::unpack_v4(unsafe { Sram::at(lay.z + r * PITCH).ld_v4(vec * 16) });
                     unroll::<8, _>(|e| y[e] *= silu(zv[e]));
                 }
                 let out = HbmMut::<T>::from_addr(p.out);
@@ -346,14 +368,21 @@ unsafe fn scan_fwd<T: Elem>(p: &ScanFwdParams) {
 }
 
 macro_rules! scan_fwd_entry {
-    ($name:ident, $t:ty) => {
+    ($name:ident, $t:ty, $ns:expr) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(p: ScanFwdParams) {
-            unsafe { scan_fwd::<$t>(&p) }
+            unsafe { scan_fwd::<$t, $ns>(&p) }
         }
     };
 }
 
-scan_fwd_entry!(scan_fwd_f32, f32);
-scan_fwd_entry!(scan_fwd_bf16, Bf16);
-scan_fwd_entry!(scan_fwd_f16, F16);
+// Suffix: states per thread (scan_states_per_thread).
+scan_fwd_entry!(scan_fwd_f32_s4, f32, 4);
+scan_fwd_entry!(scan_fwd_f32_s8, f32, 8);
+scan_fwd_entry!(scan_fwd_f32_s16, f32, 16);
+scan_fwd_entry!(scan_fwd_bf16_s4, Bf16, 4);
+scan_fwd_entry!(scan_fwd_bf16_s8, Bf16, 8);
+scan_fwd_entry!(scan_fwd_bf16_s16, Bf16, 16);
+scan_fwd_entry!(scan_fwd_f16_s4, F16, 4);
+scan_fwd_entry!(scan_fwd_f16_s8, F16, 8);
+scan_fwd_entry!(scan_fwd_f16_s16, F16, 16);

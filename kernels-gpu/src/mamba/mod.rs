@@ -6,10 +6,10 @@
 //!   y_t = sum_n h_t[n] * C[b, g, n, t] + D[c] * u_t,   out_t = y_t * silu(z_t),
 //! delta_t = softplus(delta_t + delta_bias[c]) when asked. f32 math, f32 state.
 //!
-//! The forward kernel (fwd.rs) gives each thread one channel and a slice of
-//! `SCAN_STATES_PER_THREAD` states and walks the WHOLE sequence sequentially: the 8
-//! states are 8 independent recurrences (instruction-level parallelism), the threads of
-//! 64K (batch, channel, slice) triples the thread-level parallelism that keeps the
+//! The forward kernel (fwd.rs) gives each thread one channel and a slice of 4, 8 or 16
+//! states (`scan_states_per_thread`) and walks the WHOLE sequence sequentially: the
+//! states are independent recurrences (instruction-level parallelism), the threads of
+//! (batch, channel, slice) give the thread-level parallelism that keeps the
 //! special-function unit (one ex2 per step and state, the kernel's floor) busy, with no
 //! block-wide scan at all. HBM sees each input once and each output once.
 
@@ -31,10 +31,21 @@ pub const fn scan_checkpoints(seqlen: u32) -> u32 {
 
 /// Threads per CTA of the forward kernel.
 pub const SCAN_THREADS: u32 = 128;
-/// States each thread carries in registers (one slice of d_state). 8 rather than 16: at
-/// b = 8, dim = 4096 that is 64K threads, 16 warps per SM, enough to keep the SFU busy
-/// (with 16 the kernel had 8 warps per SM and left the SFU idle 57% of the time).
-pub const SCAN_STATES_PER_THREAD: u32 = 8;
+/// States each thread carries in registers (one slice of d_state), by d_state: 4 up to
+/// 4, 8 up to 16, 16 above. Fewer states per thread give more threads (at b = 8,
+/// dim = 4096, d_state 16, 16 states per thread left 8 warps per SM and the SFU idle 57%
+/// of the time; 8 gave 1.19 ms, 4 gave 1.38 ms: each thread also pays per-step loads,
+/// shuffles and its share of the per-channel work); more keep the per-CTA conversion of
+/// B and C (d_state x steps per chunk, shared by the CTA's `128 / slices` channels) small.
+pub const fn scan_states_per_thread(d_state: u32) -> u32 {
+    if d_state <= 4 {
+        4
+    } else if d_state <= 16 {
+        8
+    } else {
+        16
+    }
+}
 /// Bytes of each input row staged per chunk: 4 16-byte vectors, so a chunk is 32 steps
 /// of bf16/f16 or 16 steps of f32.
 pub const SCAN_CHUNK_BYTES: u32 = 64;
@@ -48,10 +59,10 @@ pub const fn scan_chunk_steps(elem_bytes: u32) -> u32 {
     SCAN_CHUNK_BYTES / elem_bytes
 }
 
-/// Threads that share one channel (its d_state split in slices of 8), a power of two so
-/// that it divides a warp: 1 for d_state <= 8, 2 for <= 16, ..., 32 for <= 256.
+/// Threads that share one channel (its d_state split in slices), a power of two so that
+/// the slices of a channel sit in one warp: at most 16 (d_state 256).
 pub const fn scan_slices(d_state: u32) -> u32 {
-    let s = d_state.div_ceil(SCAN_STATES_PER_THREAD);
+    let s = d_state.div_ceil(scan_states_per_thread(d_state));
     if s <= 1 { 1 } else { s.next_power_of_two() }
 }
 
@@ -61,11 +72,12 @@ pub const fn scan_slices(d_state: u32) -> u32 {
 ///            state, SCAN_CHUNK_BYTES apart)
 ///   delta    delta' of the chunk, f32 [channels][steps + 4] (bias and softplus applied)
 ///   du       delta' * u, f32 [channels][steps + 4]; after the scan, y (same place)
-///   b_f32    B of the chunk in f32, transposed: [steps][8 * slices + 4], a row holding
-///            states 0..4 of every slice, then states 4..8 of every slice
+///   b_f32    B of the chunk in f32, transposed: [steps][states + 4], a row holding
+///            states 0..4 of every slice, then states 4..8 of every slice, ...
 ///   c_f32    C likewise
-/// The + 4 paddings spread rows read together over the banks. z is read from HBM in the
-/// epilogue (it is needed once, there).
+///   z        z rows of the chunk (`channels`, SCAN_RAW_PITCH apart), one stage: issued
+///            at the chunk's start, read by its epilogue
+/// The + 4 paddings spread rows read together over the banks.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ScanSmem {
     pub slices: u32,
@@ -77,6 +89,7 @@ pub struct ScanSmem {
     pub du: u32,
     pub b_f32: u32,
     pub c_f32: u32,
+    pub z: u32,
     pub total: u32,
 }
 
@@ -84,15 +97,16 @@ impl ScanSmem {
     pub const fn new(d_state: u32, elem_bytes: u32) -> ScanSmem {
         let slices = scan_slices(d_state);
         let channels = SCAN_THREADS / slices;
-        let states = SCAN_STATES_PER_THREAD * slices;
+        let states = scan_states_per_thread(d_state) * slices;
         let steps = scan_chunk_steps(elem_bytes);
         let stage_bytes = 2 * channels * SCAN_RAW_PITCH + 2 * states * SCAN_CHUNK_BYTES;
         let delta = 2 * stage_bytes;
         let du = delta + channels * (steps + 4) * 4;
         let b_f32 = du + channels * (steps + 4) * 4;
         let c_f32 = b_f32 + steps * (states + 4) * 4;
-        let total = c_f32 + steps * (states + 4) * 4;
-        ScanSmem { slices, channels, states, steps, stage_bytes, delta, du, b_f32, c_f32, total }
+        let z = c_f32 + steps * (states + 4) * 4;
+        let total = z + channels * SCAN_RAW_PITCH;
+        ScanSmem { slices, channels, states, steps, stage_bytes, delta, du, b_f32, c_f32, z, total }
     }
     /// Byte offset of raw stage `s`'s u, delta, B and C rows.
     pub const fn u(self, s: u32) -> u32 {
@@ -171,20 +185,33 @@ mod tests {
             for eb in [2, 4] {
                 let s = ScanSmem::new(d_state, eb);
                 assert_eq!(s.slices * s.channels, SCAN_THREADS);
-                assert!(s.slices * SCAN_STATES_PER_THREAD >= d_state);
+                assert!(s.slices * scan_states_per_thread(d_state) >= d_state && s.slices <= 32);
                 assert!(s.total <= SCAN_FWD_SMEM_BUDGET && s.total <= 163 * 1024);
-                for off in
-                    [s.u(1), s.delta_raw(0), s.b(1), s.c(1), s.delta, s.du, s.b_f32, s.c_f32, s.row_f32(), s.bc_row()]
-                {
+                for off in [
+                    s.u(1),
+                    s.delta_raw(0),
+                    s.b(1),
+                    s.c(1),
+                    s.delta,
+                    s.du,
+                    s.b_f32,
+                    s.c_f32,
+                    s.z,
+                    s.row_f32(),
+                    s.bc_row(),
+                ] {
                     assert_eq!(off % 16, 0, "d_state {d_state}: offset {off} not 16-byte aligned");
                 }
             }
         }
         assert_eq!(ScanSmem::new(16, 2).steps, 32);
+        assert_eq!(scan_slices(4), 1);
         assert_eq!(scan_slices(16), 2);
-        assert_eq!(scan_slices(17), 4);
-        assert_eq!(scan_slices(256), 32);
-        // 4 CTAs per SM (16 warps) at d_state 16, bf16.
+        assert_eq!(scan_slices(17), 2);
+        assert_eq!(scan_slices(64), 4);
+        assert_eq!(scan_slices(65), 8);
+        assert_eq!(scan_slices(256), 16);
+        // 4 CTAs per SM (16 warps) at d_state 16, bf16 (1 KiB per CTA is the driver's).
         assert!(4 * (ScanSmem::new(16, 2).total + 1024) <= 228 * 1024);
         assert_eq!(scan_checkpoints(512), 1);
         assert_eq!(scan_checkpoints(513), 2);

@@ -33,10 +33,12 @@ fn softplus(x: f32) -> f32 {
     let e = exp2(-x.abs() * LOG2E);
     let s = e * rcp(2.0 + e);
     let s2 = s * s;
-    let series = 2.0
-        + s2 * (2.0 / 3.0
-            + s2 * (2.0 / 5.0 + s2 * (2.0 / 7.0 + s2 * (2.0 / 9.0 + s2 * (2.0 / 11.0 + s2 * (2.0 / 13.0))))));
-    max(x, 0.0) + s * series
+    // Explicit FMAs: Rust never contracts a * b + c (each term would be FMUL + FADD).
+    let mut series = 2.0 / 13.0;
+    for k in [11.0f32, 9.0, 7.0, 5.0, 3.0, 1.0] {
+        series = fma(series, s2, 2.0 / k);
+    }
+    fma(s, series, max(x, 0.0))
 }
 
 /// x * sigmoid(x), with ex2 and rcp on the special-function unit.
@@ -238,10 +240,16 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
             let dr = T::unpack_v4(unsafe { Sram::at(lay.delta_raw(stage) + r * PITCH).ld_v4(vec * 16) });
             let ur = T::unpack_v4(unsafe { Sram::at(lay.u(stage) + r * PITCH).ld_v4(vec * 16) });
             let (mut dl, mut du) = ([0.0f32; 8], [0.0f32; 8]);
+            // One branch per vector, not per element.
+            if p.delta_softplus != 0 {
+                unroll::<8, _>(|e| dl[e] = softplus(dr[e] + bias));
+            } else {
+                unroll::<8, _>(|e| dl[e] = dr[e] + bias);
+            }
             unroll::<8, _>(|e| {
-                let x = dr[e] + bias;
-                let d = if p.delta_softplus != 0 { softplus(x) } else { x };
-                dl[e] = if vec * lanes + (e as u32) < valid { d } else { 0.0 };
+                if vec * lanes + (e as u32) >= valid {
+                    dl[e] = 0.0;
+                }
                 du[e] = dl[e] * ur[e];
             });
             let at = r * lay.row_f32() + vec * lanes * 4;
@@ -341,7 +349,7 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
                 });
                 let uv = T::unpack_v4(unsafe { Sram::at(lay.u(stage) + r * PITCH).ld_v4(vec * 16) });
                 let dd = if p.d != 0 { unsafe { Hbm::<f32>::from_addr(p.d).load(cc) } } else { 0.0 };
-                unroll::<8, _>(|e| y[e] += dd * uv[e]);
+                unroll::<8, _>(|e| y[e] = fma(dd, uv[e], y[e]));
                 if p.z != 0 {
                     let zv = T::unpack_v4(unsafe { Sram::at(lay.z + r * PITCH).ld_v4(vec * 16) });
                     unroll::<8, _>(|e| y[e] *= silu(zv[e]));

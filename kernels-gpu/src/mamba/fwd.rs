@@ -261,20 +261,19 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
             });
             m += 1;
         }
-        // B, C -> f32, transposed to [step][state], once for all channels: one raw vector
-        // per item. Within a step's row the first 4 states of every slice come first,
-        // then the last 4, so the 16-byte reads of a warp's slices are contiguous.
+        // B, C -> f32, transposed into the bc tile (layout in ScanSmem), once for all
+        // channels: one raw vector per item.
         let mut i = t_id;
         while i < 2 * lay.states * 4 {
             let (r, vec) = (i / 4, i % 4);
-            let (n, dst) = if r < lay.states { (r, lay.b_f32) } else { (r - lay.states, lay.c_f32) };
+            let (n, is_c) = if r < lay.states { (r, 0) } else { (r - lay.states, 1) };
             let (s_of, q) = (n / NS as u32, n % NS as u32);
-            let col = (q / 4) * lay.slices * 4 + s_of * 4 + q % 4;
+            let col = (q / 4) * lay.slices * 8 + s_of * 8 + is_c * 4 + q % 4;
             let f = T::unpack_v4(unsafe { Sram::at(lay.b(stage) + r * SCAN_CHUNK_BYTES).ld_v4(vec * 16) });
             unroll::<8, _>(|e| {
                 if e < T::LANES {
                     let t = vec * lanes + e as u32;
-                    unsafe { Sram::at(dst).st_f32(t * lay.bc_row() + col * 4, f[e]) };
+                    unsafe { Sram::at(lay.bc).st_f32(t * lay.bc_row() + col * 4, f[e]) };
                 }
             });
             i += SCAN_THREADS;
@@ -284,23 +283,24 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
         // The scan, 8 steps at a time: h = exp(delta' A) h + delta' u B; y = <h, C>.
         let dl_row = Sram::at(lay.delta + ch_l * lay.row_f32());
         let du_row = Sram::at(lay.du + ch_l * lay.row_f32());
-        let b_at = Sram::at(lay.b_f32 + slice * 16).pinned();
-        let c_at = Sram::at(lay.c_f32 + slice * 16).pinned();
         // Byte distance between the quarters (states 4k..4k+4) of a slice in a row.
-        let quarter = lay.slices * 16;
+        let quarter = lay.slices * 32;
         let mut tb = 0;
         while tb < valid {
             let dl = unsafe { [dl_row.ld_v4(tb * 4), dl_row.ld_v4(tb * 4 + 16)] };
             let du = unsafe { [du_row.ld_v4(tb * 4), du_row.ld_v4(tb * 4 + 16)] };
             let mut ys = [0.0f32; 8];
+            // This thread's quarter 0 in step tb's row; steps are bc_row apart.
+            let row0 = Sram::at(lay.bc + tb * lay.bc_row() + slice * 32).pinned();
             unroll::<8, _>(|j| {
-                let row = (tb + j as u32) * lay.bc_row();
                 let mut bq = [[0u32; 4]; 4];
                 let mut cq = [[0u32; 4]; 4];
+                let row = Sram { addr: row0.addr + j as u32 * lay.bc_row() };
                 unroll::<4, _>(|k| {
                     if k * 4 < NS {
-                        bq[k] = unsafe { b_at.ld_v4(row + k as u32 * quarter) };
-                        cq[k] = unsafe { c_at.ld_v4(row + k as u32 * quarter) };
+                        let q = Sram { addr: row.addr + k as u32 * quarter };
+                        bq[k] = unsafe { q.ld_v4(0) };
+                        cq[k] = unsafe { q.ld_v4(16) };
                     }
                 });
                 let (d, x) = (f32::from_bits(dl[j / 4][j % 4]), f32::from_bits(du[j / 4][j % 4]));

@@ -72,9 +72,10 @@ pub const fn scan_slices(d_state: u32) -> u32 {
 ///            state, SCAN_CHUNK_BYTES apart)
 ///   delta    delta' of the chunk, f32 [channels][steps + 4] (bias and softplus applied)
 ///   du       delta' * u, f32 [channels][steps + 4]; after the scan, y (same place)
-///   b_f32    B of the chunk in f32, transposed: [steps][states + 4], a row holding
-///            states 0..4 of every slice, then states 4..8 of every slice, ...
-///   c_f32    C likewise
+///   bc       B and C of the chunk in f32, transposed: [steps][2 states + 4]. A row holds
+///            quarter 0 (states 0..4) of every slice as (B x4, C x4) pairs, then quarter
+///            1, ...: a thread's B and C quarter are 32 contiguous bytes (one address
+///            register, immediate offsets) and a warp's slices read adjacent ones
 ///   z        z rows of the chunk (`channels`, SCAN_RAW_PITCH apart), one stage: issued
 ///            at the chunk's start, read by its epilogue
 /// The + 4 paddings spread rows read together over the banks.
@@ -87,8 +88,7 @@ pub struct ScanSmem {
     pub stage_bytes: u32,
     pub delta: u32,
     pub du: u32,
-    pub b_f32: u32,
-    pub c_f32: u32,
+    pub bc: u32,
     pub z: u32,
     pub total: u32,
 }
@@ -102,11 +102,10 @@ impl ScanSmem {
         let stage_bytes = 2 * channels * SCAN_RAW_PITCH + 2 * states * SCAN_CHUNK_BYTES;
         let delta = 2 * stage_bytes;
         let du = delta + channels * (steps + 4) * 4;
-        let b_f32 = du + channels * (steps + 4) * 4;
-        let c_f32 = b_f32 + steps * (states + 4) * 4;
-        let z = c_f32 + steps * (states + 4) * 4;
+        let bc = du + channels * (steps + 4) * 4;
+        let z = bc + steps * (2 * states + 4) * 4;
         let total = z + channels * SCAN_RAW_PITCH;
-        ScanSmem { slices, channels, states, steps, stage_bytes, delta, du, b_f32, c_f32, z, total }
+        ScanSmem { slices, channels, states, steps, stage_bytes, delta, du, bc, z, total }
     }
     /// Byte offset of raw stage `s`'s u, delta, B and C rows.
     pub const fn u(self, s: u32) -> u32 {
@@ -125,9 +124,9 @@ impl ScanSmem {
     pub const fn row_f32(self) -> u32 {
         (self.steps + 4) * 4
     }
-    /// Bytes per (step) row of b_f32 and c_f32.
+    /// Bytes per (step) row of bc.
     pub const fn bc_row(self) -> u32 {
-        (self.states + 4) * 4
+        (2 * self.states + 4) * 4
     }
 }
 
@@ -187,19 +186,7 @@ mod tests {
                 assert_eq!(s.slices * s.channels, SCAN_THREADS);
                 assert!(s.slices * scan_states_per_thread(d_state) >= d_state && s.slices <= 32);
                 assert!(s.total <= SCAN_FWD_SMEM_BUDGET && s.total <= 163 * 1024);
-                for off in [
-                    s.u(1),
-                    s.delta_raw(0),
-                    s.b(1),
-                    s.c(1),
-                    s.delta,
-                    s.du,
-                    s.b_f32,
-                    s.c_f32,
-                    s.z,
-                    s.row_f32(),
-                    s.bc_row(),
-                ] {
+                for off in [s.u(1), s.delta_raw(0), s.b(1), s.c(1), s.delta, s.du, s.bc, s.z, s.row_f32(), s.bc_row()] {
                     assert_eq!(off % 16, 0, "d_state {d_state}: offset {off} not 16-byte aligned");
                 }
             }

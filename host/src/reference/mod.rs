@@ -1,4 +1,6 @@
-//! Naive references in f64: the oracles of the tests. Written for clarity, not speed.
+//! Naive references in f64: the oracles of the tests. Written for clarity, not speed. They
+//! expect well-formed shapes (they check with `expect` and panic otherwise): validate with
+//! the real operations first.
 
 pub mod attention;
 mod norm;

@@ -66,27 +66,30 @@ struct Cta {
 unsafe fn stage_chunk<T: Elem>(p: &ScanFwdParams, lay: ScanSmem, cta: Cta, k: u32, stage: u32, aligned: bool) {
     let lanes = T::LANES as u32;
     let t0 = k * lay.steps;
-    let ch = lay.channels;
-    let rows = 2 * ch + 2 * lay.states;
-    let dst_base = Sram::at(lay.u(stage));
-    // Values, not field references: selecting between field addresses would put the
-    // parameter struct on the stack.
-    let (pu, pd, pb, pc) = (p.u, p.delta, p.b, p.c);
+    // u and delta: the same rows and offsets, two copies per vector (one address
+    // computation: these loops run every chunk, and a selected tensor per vector cost ~35
+    // instructions per copy).
     let mut i = tid();
-    while i < rows * 4 {
+    while i < lay.channels * 4 {
         let (r, vec) = (i / 4, i % 4);
-        // (tensor, row index in it, row present, byte offset of the row in the stage)
-        let (addr, row, ok, row_at) = if r < 2 * ch {
-            let rc = if r < ch { r } else { r - ch };
-            let addr = if r < ch { pu } else { pd };
-            (addr, cta.b * p.dim as usize + cta.c0 + rc as usize, rc < cta.n_ch, r * PITCH)
-        } else {
-            let rs = r - 2 * ch;
-            let (addr, n) = if rs < lay.states { (pb, rs) } else { (pc, rs - lay.states) };
-            let row = (cta.b * p.groups as usize + cta.g) * p.d_state as usize + n as usize;
-            (addr, row, n < p.d_state, 2 * ch * PITCH + rs * SCAN_CHUNK_BYTES)
-        };
-        unsafe { copy_vec::<T>(dst_base.byte(row_at + vec * 16), addr, row, t0 + vec * lanes, ok, p.seqlen, aligned) };
+        let row = cta.b * p.dim as usize + cta.c0 + r as usize;
+        let (t, ok, at) = (t0 + vec * lanes, r < cta.n_ch, r * PITCH + vec * 16);
+        unsafe {
+            copy_vec::<T>(Sram::at(lay.u(stage)).byte(at), p.u, row, t, ok, p.seqlen, aligned);
+            copy_vec::<T>(Sram::at(lay.delta_raw(stage)).byte(at), p.delta, row, t, ok, p.seqlen, aligned);
+        }
+        i += SCAN_THREADS;
+    }
+    // B and C: one row per state (rows past d_state are zeros).
+    let mut i = tid();
+    while i < lay.states * 4 {
+        let (n, vec) = (i / 4, i % 4);
+        let row = (cta.b * p.groups as usize + cta.g) * p.d_state as usize + n as usize;
+        let (t, ok, at) = (t0 + vec * lanes, n < p.d_state, n * SCAN_CHUNK_BYTES + vec * 16);
+        unsafe {
+            copy_vec::<T>(Sram::at(lay.b(stage)).byte(at), p.b, row, t, ok, p.seqlen, aligned);
+            copy_vec::<T>(Sram::at(lay.c(stage)).byte(at), p.c, row, t, ok, p.seqlen, aligned);
+        }
         i += SCAN_THREADS;
     }
 }

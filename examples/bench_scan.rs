@@ -52,7 +52,7 @@ fn bench<T: Element>(b: usize, dim: usize, l: usize, n: usize, copy_gbs: f64, it
         delta_bias: Some(&bias),
         initial_state: None,
     };
-    let opts = ScanOptions { delta_softplus: true };
+    let opts = ScanOptions { delta_softplus: true, ..Default::default() };
     let mut times = time_ms(&gpu, 2, iters, |_| selective_scan(&x, &opts).map(|_| ()))?;
     let ms = median(&mut times) as f64;
     let bytes = min_bytes(b, dim, l, n, T::DTYPE.size_bytes() as usize);

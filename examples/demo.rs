@@ -82,7 +82,7 @@ fn scan_demo(device: Device) -> Result<(), flashscan::Error> {
         initial_state: None,
     };
     let start = std::time::Instant::now();
-    let out = selective_scan(&x, &ScanOptions { delta_softplus: true })?.out.to_array()?;
+    let out = selective_scan(&x, &ScanOptions { delta_softplus: true, ..Default::default() })?.out.to_array()?;
     let elapsed = start.elapsed();
 
     let f64s = |a: &ArrayD<bf16>| a.mapv(|v| v.to_f64());

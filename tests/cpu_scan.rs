@@ -435,7 +435,7 @@ fn softplus_and_its_gradient_on_both_sides_of_20() {
         delta_bias: None,
         initial_state: None,
     };
-    let opts = flashscan::mamba::ScanOptions { delta_softplus: true };
+    let opts = flashscan::mamba::ScanOptions { delta_softplus: true, ..Default::default() };
     let fwd = flashscan::mamba::selective_scan(&x, &opts).expect("valid");
     let g = flashscan::mamba::selective_scan_backward(&x, &opts, &fwd, &u, None, true).expect("valid");
     let (out, ddelta) = (host(&fwd.out), host(&g.ddelta));

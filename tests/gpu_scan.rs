@@ -33,9 +33,15 @@ fn gpu_tol<T: Element>() -> Tol {
 
 /// Forward on the GPU against the reference: out, final state, checkpoints.
 fn check_forward<T: Element>(case: &Case) -> Result<(), String> {
+    check_forward_with::<T>(case, None)
+}
+
+/// The same with the kernel variant (states per thread) forced.
+fn check_forward_with<T: Element>(case: &Case, states_per_thread: Option<u32>) -> Result<(), String> {
     let x = case.inputs::<T>();
     let placed = x.place(gpu())?;
-    let fwd = selective_scan(&placed.inputs(), &case.opts()).map_err(|e| format!("forward failed: {e}"))?;
+    let opts = ScanOptions { gpu_states_per_thread: states_per_thread, ..case.opts() };
+    let fwd = selective_scan(&placed.inputs(), &opts).map_err(|e| format!("forward failed: {e}"))?;
     let tol = gpu_tol::<T>();
     for (name, err) in forward_errors(&x, &fwd)? {
         let limit = tol_of(&tol, name);
@@ -112,6 +118,31 @@ fn gpu_every_state_tier_and_partial_ctas() {
 
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
+fn gpu_every_kernel_variant() {
+    // Small problems get 4 states per thread by default (scan_states_for_launch): force
+    // each variant (4, 8, 16 states per thread) on every slice count it allows.
+    for (i, &d_state) in [1usize, 4, 5, 8, 9, 16, 17, 40, 64, 65, 128, 129, 256].iter().enumerate() {
+        for ns in [4u32, 8, 16] {
+            if d_state.div_ceil(ns as usize).next_power_of_two() > 32 {
+                continue;
+            }
+            let mut case = Case::new(2, 70, 2, d_state, 97 + 64 * (i % 3));
+            case.seed = 1000 + i as u64;
+            for (name, r) in [
+                ("f32", check_forward_with::<f32>(&case, Some(ns))),
+                ("bf16", check_forward_with::<bf16>(&case, Some(ns))),
+                ("f16", check_forward_with::<f16>(&case, Some(ns))),
+            ] {
+                if let Err(e) = r {
+                    panic!("{name}, {ns} states per thread: {e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
 fn gpu_long_sequences() {
     // 2^16 + 1 steps (element staging), 2^16 (cp.async) and 2^20: no limit from chunking.
     for (dim, d_state, seqlen) in [(3, 16, 65_537), (2, 8, 65_536), (1, 4, 1 << 20)] {
@@ -167,7 +198,7 @@ fn gpu_two_halves_equal_one_run() {
                 p.init = init;
             }
             let placed = p.place(dev).unwrap();
-            selective_scan(&placed.inputs(), &ScanOptions { delta_softplus: p.softplus }).unwrap()
+            selective_scan(&placed.inputs(), &ScanOptions { delta_softplus: p.softplus, ..Default::default() }).unwrap()
         };
         let first = half(0, 700, None);
         let second = half(700, 1500, Some(host(&first.final_state)));

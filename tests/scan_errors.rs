@@ -86,7 +86,7 @@ impl Owned {
     }
 
     fn forward(&self) -> Result<ScanOutput<bf16>> {
-        selective_scan(&self.inputs(), &ScanOptions { delta_softplus: true })
+        selective_scan(&self.inputs(), &ScanOptions { delta_softplus: true, ..Default::default() })
     }
 }
 
@@ -122,7 +122,7 @@ fn valid_arguments_pass() {
     assert_eq!(out.out.shape(), &[BATCH, DIM, SEQ]);
     assert_eq!(out.final_state.shape(), &[BATCH, DIM, STATE]);
     assert_eq!(out.checkpoints.shape(), &[BATCH, DIM, 2, STATE]);
-    let opts = ScanOptions { delta_softplus: true };
+    let opts = ScanOptions { delta_softplus: true, ..Default::default() };
     let dout = zeros::<bf16>(&[BATCH, DIM, SEQ]);
     assert!(selective_scan_backward(&all.inputs(), &opts, &out, &dout, None, false).is_ok());
     // No optional inputs; the extremes d_state 1 and 256, one group, one step.
@@ -224,7 +224,7 @@ fn the_first_bad_argument_is_reported() {
 fn backward_checks_its_own_arguments() {
     let x = Owned::new(&good());
     let out = x.forward().expect("valid");
-    let opts = ScanOptions { delta_softplus: true };
+    let opts = ScanOptions { delta_softplus: true, ..Default::default() };
     let dout = zeros::<bf16>(&[BATCH, DIM, SEQ]);
     let bad_dout = zeros::<bf16>(&[BATCH, DIM, SEQ + 1]);
     let e = error(selective_scan_backward(&x.inputs(), &opts, &out, &bad_dout, None, false));
@@ -295,4 +295,28 @@ fn inputs_on_different_devices() {
         },
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn gpu_states_per_thread_must_be_a_kernel_variant() {
+    // good() has d_state 4; 256 needs at least 8 states per thread (32 slices).
+    let all = Owned::new(&good());
+    for bad in [0, 1, 5, 12, 32] {
+        let opts = ScanOptions { delta_softplus: true, gpu_states_per_thread: Some(bad) };
+        match error(selective_scan(&all.inputs(), &opts)) {
+            Error::Value { arg: "gpu_states_per_thread", got, .. } => assert_eq!(got, bad.to_string()),
+            e => panic!("expected a value error for gpu_states_per_thread = {bad}, got {e:?}"),
+        }
+    }
+    for ok in [4, 8, 16] {
+        let opts = ScanOptions { delta_softplus: true, gpu_states_per_thread: Some(ok) };
+        assert!(selective_scan(&all.inputs(), &opts).is_ok(), "{ok} states per thread");
+    }
+    let wide =
+        Shapes { a: vec![DIM, 256], b: vec![BATCH, 1, 256, SEQ], c: vec![BATCH, 1, 256, SEQ], init: None, ..good() };
+    let wide = Owned::new(&wide);
+    let opts = ScanOptions { delta_softplus: true, gpu_states_per_thread: Some(4) };
+    assert!(matches!(error(selective_scan(&wide.inputs(), &opts)), Error::Value { arg: "gpu_states_per_thread", .. }));
+    let opts = ScanOptions { delta_softplus: true, gpu_states_per_thread: Some(8) };
+    assert!(selective_scan(&wide.inputs(), &opts).is_ok());
 }

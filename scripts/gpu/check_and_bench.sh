@@ -17,7 +17,7 @@ if part tests; then
   for tool in memcheck racecheck; do
     for t in "gpu_attention gpu_odd_shapes" "gpu_attention gpu_every_head_dim" "gpu_primitives" \
       "gpu_norm layer_norm_far_from_zero" "gpu_scan gpu_large_delta_stays_finite" \
-      "gpu_scan gpu_two_halves_equal_one_run"; do
+      "gpu_scan gpu_two_halves_equal_one_run" "gpu_scan gpu_every_kernel_variant"; do
       set -- $t
       timeout 240 "$san" --tool "$tool" --error-exitcode 9 "tests/$1" --include-ignored --test-threads=1 ${2:-} \
         >"$LOGS/sanitizer_${tool}_$1_${2:-all}.log" 2>&1

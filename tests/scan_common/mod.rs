@@ -85,7 +85,7 @@ impl Case {
     }
 
     pub fn opts(&self) -> ScanOptions {
-        ScanOptions { delta_softplus: self.softplus }
+        ScanOptions { delta_softplus: self.softplus, ..Default::default() }
     }
 
     /// State steps of one forward: batch * dim * seqlen * d_state.
@@ -258,7 +258,7 @@ impl<T: Element> Inputs<T> {
 /// Runs the forward and the backward on `device`.
 pub fn run<T: Element>(x: &Inputs<T>, device: Device) -> Result<(ScanOutput<T>, ScanGrads<T>), String> {
     let placed = x.place(device)?;
-    let opts = ScanOptions { delta_softplus: x.softplus };
+    let opts = ScanOptions { delta_softplus: x.softplus, ..Default::default() };
     let fwd = selective_scan(&placed.inputs(), &opts).map_err(|e| format!("forward failed: {e}"))?;
     let grads = selective_scan_backward(&placed.inputs(), &opts, &fwd, &placed.dout, placed.dfinal.as_ref(), true)
         .map_err(|e| format!("backward failed: {e}"))?;

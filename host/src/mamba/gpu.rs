@@ -2,7 +2,7 @@
 //! and launches one CTA per (run of channels of one group, batch row).
 
 use super::{Problem, ScanGrads, ScanInputs, ScanOutput};
-use crate::kernels::mamba::{SCAN_THREADS, ScanFwdParams, ScanSmem, scan_states_per_thread};
+use crate::kernels::mamba::{SCAN_THREADS, ScanFwdParams, ScanSmem, scan_states_for_launch};
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{Element, Error, Result, Tensor};
 
@@ -36,7 +36,10 @@ pub(crate) fn forward<T: Element>(p: &Problem, x: &ScanInputs<T>) -> Result<Scan
     let final_state = GpuTensor::<f32>::uninit(&gpu, &[p.batch, p.dim, p.d_state])?;
     let checkpoints = GpuTensor::<f32>::uninit(&gpu, &[p.batch, p.dim, p.n_checkpoints(), p.d_state])?;
 
-    let lay = ScanSmem::new(p.d_state as u32, T::DTYPE.size_bytes());
+    let ns = p
+        .gpu_states_per_thread
+        .unwrap_or_else(|| scan_states_for_launch(p.d_state as u32, (p.batch * p.dim) as u64, gpu.sm_count()));
+    let lay = ScanSmem::new(p.d_state as u32, T::DTYPE.size_bytes(), ns);
     let cpg = p.channels_per_group();
     let ctas_per_group = cpg.div_ceil(lay.channels as usize);
     let params = ScanFwdParams {
@@ -70,7 +73,7 @@ pub(crate) fn forward<T: Element>(p: &Problem, x: &ScanInputs<T>) -> Result<Scan
         });
     }
     let cfg = LaunchGrid { grid: (grid_x as u32, p.batch as u32, 1), block: SCAN_THREADS, smem: lay.total };
-    let kernel = format!("scan_fwd_{}_s{}", T::DTYPE.suffix(), scan_states_per_thread(p.d_state as u32));
+    let kernel = format!("scan_fwd_{}_s{ns}", T::DTYPE.suffix());
     gpu.launch(&kernel, cfg, &params)?;
     Ok(ScanOutput {
         out: Tensor::Cuda(out),

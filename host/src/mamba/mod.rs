@@ -27,6 +27,7 @@ mod gpu;
 
 use crate::tensor::check;
 use crate::{Device, Element, Error, Result, Tensor};
+use flashscan_kernels::mamba::scan_slices_for;
 pub use flashscan_kernels::mamba::{SCAN_CHECKPOINT, SCAN_MAX_STATE};
 
 /// Options of [`selective_scan`].
@@ -34,6 +35,11 @@ pub use flashscan_kernels::mamba::{SCAN_CHECKPOINT, SCAN_MAX_STATE};
 pub struct ScanOptions {
     /// delta' = softplus(delta + delta_bias) (Mamba's parameterisation); else delta + delta_bias.
     pub delta_softplus: bool,
+    /// GPU tuning: the states each GPU thread carries, 4, 8 or 16 (at most 32 threads per
+    /// channel: 8 or 16 above d_state 128). `None` (the default) picks by d_state and by
+    /// how many threads the problem gives (`kernels::mamba::scan_states_for_launch`).
+    /// Results do not depend on it beyond f32 rounding; the CPU ignores it.
+    pub gpu_states_per_thread: Option<u32>,
 }
 
 /// The inputs of a scan; the optional ones are left out of the math when `None`.
@@ -98,6 +104,7 @@ pub(crate) struct Problem {
     pub has_z: bool,
     pub has_bias: bool,
     pub has_init: bool,
+    pub gpu_states_per_thread: Option<u32>,
 }
 
 impl Problem {
@@ -201,6 +208,16 @@ pub(crate) fn validate<T: Element>(x: &ScanInputs<T>, opts: &ScanOptions) -> Res
         arg("initial_state", h0.shape(), h0.device(), &[batch, dim, d_state], device)?;
     }
 
+    if let Some(ns) = opts.gpu_states_per_thread {
+        if !matches!(ns, 4 | 8 | 16) || scan_slices_for(d_state as u32, ns) > 32 {
+            return Err(Error::Value {
+                arg: "gpu_states_per_thread",
+                got: ns.to_string(),
+                expected: format!("4, 8 or 16, and at least d_state / 32 = {}", d_state.div_ceil(32)),
+            });
+        }
+    }
+
     Ok(Problem {
         batch,
         dim,
@@ -212,6 +229,7 @@ pub(crate) fn validate<T: Element>(x: &ScanInputs<T>, opts: &ScanOptions) -> Res
         has_z: x.z.is_some(),
         has_bias: x.delta_bias.is_some(),
         has_init: x.initial_state.is_some(),
+        gpu_states_per_thread: opts.gpu_states_per_thread,
     })
 }
 

@@ -151,7 +151,7 @@ fn bits4(v: &[f32; 8], from: usize) -> [u32; 4] {
 
 #[inline(always)]
 unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
-    let lay = ScanSmem::new(p.d_state, T::BYTES);
+    let lay = ScanSmem::new(p.d_state, T::BYTES, NS as u32);
     let lanes = T::LANES as u32;
     let seqlen = p.seqlen as usize;
     let t_id = tid();

@@ -46,6 +46,24 @@ pub const fn scan_states_per_thread(d_state: u32) -> u32 {
         16
     }
 }
+
+/// The states per thread for a launch of `threads_per_state_slice(ns) = batch x dim x
+/// slices` threads on `sms` SMs: `scan_states_per_thread`, halved (down to 4, at most
+/// 32 slices per channel) while the launch has fewer than 12 warps per SM, where the
+/// SFU starves for lack of warps (b = 8, dim = 2048, d_state 16: 8 states per thread give
+/// 7.75 warps per SM and 39% of the ex2 floor).
+pub const fn scan_states_for_launch(d_state: u32, channels: u64, sms: u32) -> u32 {
+    let mut ns = scan_states_per_thread(d_state);
+    while ns > 4 {
+        let half = ns / 2;
+        let slices = scan_slices_for(d_state, ns) as u64;
+        if slices * 2 > 32 || channels * slices >= sms as u64 * 12 * 32 {
+            break;
+        }
+        ns = half;
+    }
+    ns
+}
 /// Bytes of each input row staged per chunk: 4 16-byte vectors, so a chunk is 32 steps
 /// of bf16/f16 or 16 steps of f32.
 pub const SCAN_CHUNK_BYTES: u32 = 64;
@@ -59,11 +77,16 @@ pub const fn scan_chunk_steps(elem_bytes: u32) -> u32 {
     SCAN_CHUNK_BYTES / elem_bytes
 }
 
-/// Threads that share one channel (its d_state split in slices), a power of two so that
-/// the slices of a channel sit in one warp: at most 16 (d_state 256).
-pub const fn scan_slices(d_state: u32) -> u32 {
-    let s = d_state.div_ceil(scan_states_per_thread(d_state));
+/// Threads that share one channel (its d_state split in slices of `ns`), a power of two
+/// so that the slices of a channel sit in one warp (at most 32).
+pub const fn scan_slices_for(d_state: u32, ns: u32) -> u32 {
+    let s = d_state.div_ceil(ns);
     if s <= 1 { 1 } else { s.next_power_of_two() }
+}
+
+/// `scan_slices_for` with the default states per thread (at most 16 slices: d_state 256).
+pub const fn scan_slices(d_state: u32) -> u32 {
+    scan_slices_for(d_state, scan_states_per_thread(d_state))
 }
 
 /// SRAM layout of one forward CTA (byte offsets from the arena start):
@@ -94,10 +117,11 @@ pub struct ScanSmem {
 }
 
 impl ScanSmem {
-    pub const fn new(d_state: u32, elem_bytes: u32) -> ScanSmem {
-        let slices = scan_slices(d_state);
+    /// The layout for `ns` states per thread (`scan_states_for_launch`).
+    pub const fn new(d_state: u32, elem_bytes: u32, ns: u32) -> ScanSmem {
+        let slices = scan_slices_for(d_state, ns);
         let channels = SCAN_THREADS / slices;
-        let states = scan_states_per_thread(d_state) * slices;
+        let states = ns * slices;
         let steps = scan_chunk_steps(elem_bytes);
         let stage_bytes = 2 * channels * SCAN_RAW_PITCH + 2 * states * SCAN_CHUNK_BYTES;
         let delta = 2 * stage_bytes;
@@ -133,9 +157,22 @@ impl ScanSmem {
 /// The most SRAM any forward launch asks for (d_state 256, 16-bit inputs: 133 KiB, under
 /// sm_80's 163 KiB per block).
 pub const SCAN_FWD_SMEM_BUDGET: u32 = {
-    let a = ScanSmem::new(SCAN_MAX_STATE, 2).total;
-    let b = ScanSmem::new(SCAN_MAX_STATE, 4).total;
-    if a > b { a } else { b }
+    // The largest B/C tiles come with the most states per CTA: d_state 256 at 8 states
+    // per thread (32 slices) or 16 (16 slices) — both 256 states; 2-byte and 4-byte inputs.
+    let mut most = 0;
+    let mut ns = 8;
+    while ns <= 16 {
+        let mut eb = 2;
+        while eb <= 4 {
+            let t = ScanSmem::new(SCAN_MAX_STATE, eb, ns).total;
+            if t > most {
+                most = t;
+            }
+            eb += 2;
+        }
+        ns *= 2;
+    }
+    most
 };
 
 /// Launch parameters of the forward (one definition for host and device). Tensors are
@@ -181,17 +218,25 @@ mod tests {
     #[test]
     fn smem_layout_fits_and_aligns() {
         for d_state in 1..=SCAN_MAX_STATE {
-            for eb in [2, 4] {
-                let s = ScanSmem::new(d_state, eb);
+            for (eb, ns) in [2, 4].into_iter().flat_map(|eb| [4, 8, 16].map(|ns| (eb, ns))) {
+                if scan_slices_for(d_state, ns) > 32 {
+                    continue;
+                }
+                let s = ScanSmem::new(d_state, eb, ns);
                 assert_eq!(s.slices * s.channels, SCAN_THREADS);
-                assert!(s.slices * scan_states_per_thread(d_state) >= d_state && s.slices <= 32);
+                assert!(s.slices * ns >= d_state && s.slices <= 32);
                 assert!(s.total <= SCAN_FWD_SMEM_BUDGET && s.total <= 163 * 1024);
                 for off in [s.u(1), s.delta_raw(0), s.b(1), s.c(1), s.delta, s.du, s.bc, s.z, s.row_f32(), s.bc_row()] {
                     assert_eq!(off % 16, 0, "d_state {d_state}: offset {off} not 16-byte aligned");
                 }
             }
         }
-        assert_eq!(ScanSmem::new(16, 2).steps, 32);
+        assert_eq!(ScanSmem::new(16, 2, 8).steps, 32);
+        // 132 SMs: dim 2048 x batch 8 at d_state 16 drops to 4 states; dim 4096 keeps 8.
+        assert_eq!(scan_states_for_launch(16, 8 * 2048, 132), 4);
+        assert_eq!(scan_states_for_launch(16, 8 * 4096, 132), 8);
+        assert_eq!(scan_states_for_launch(64, 8 * 4096, 132), 16);
+        assert_eq!(scan_states_for_launch(256, 1, 132), 8);
         assert_eq!(scan_slices(4), 1);
         assert_eq!(scan_slices(16), 2);
         assert_eq!(scan_slices(17), 2);
@@ -199,7 +244,7 @@ mod tests {
         assert_eq!(scan_slices(65), 8);
         assert_eq!(scan_slices(256), 16);
         // 4 CTAs per SM (16 warps) at d_state 16, bf16 (1 KiB per CTA is the driver's).
-        assert!(4 * (ScanSmem::new(16, 2).total + 1024) <= 228 * 1024);
+        assert!(4 * (ScanSmem::new(16, 2, 8).total + 1024) <= 228 * 1024);
         assert_eq!(scan_checkpoints(512), 1);
         assert_eq!(scan_checkpoints(513), 2);
     }

@@ -5,7 +5,7 @@
 //!   kernels; `Device::Cpu` runs the same tiled algorithms on the CPU.
 //! - [`Tensor`] holds data on either; [`GpuTensor`] is the device-resident form.
 //! - Operations: [`norm`] (LayerNorm, RMSNorm), [`mamba`] (the Mamba-1 selective scan,
-//!   forward and backward).
+//!   forward and backward; the causal conv1d and the one-token decode steps, CPU only).
 //! - [`reference`]: naive f64 implementations, the oracles of the tests.
 //! - [`runtime`]: the GPU runtime (context, PTX module, launches), for advanced use.
 //!

@@ -69,6 +69,18 @@ impl<T: Element> Tensor<T> {
         })
     }
 
+    /// The host array of `arg`, mutable (for operations that update a state in place).
+    pub(crate) fn cpu_data_mut(&mut self, arg: &'static str) -> Result<&mut ArrayD<T>> {
+        match self {
+            Tensor::Cpu(a) => Ok(a),
+            Tensor::Cuda(g) => Err(Error::DeviceMismatch {
+                arg,
+                got: Device::Cuda(g.gpu().ordinal()).to_string(),
+                expected: Device::Cpu.to_string(),
+            }),
+        }
+    }
+
     /// The device buffer of `arg`, which validation found on a GPU.
     pub(crate) fn gpu_data(&self, arg: &'static str) -> Result<&GpuTensor<T>> {
         self.as_gpu().ok_or_else(|| Error::DeviceMismatch {

@@ -404,7 +404,7 @@ fn backward_unit<T: Element>(
 /// One step of the recurrence for all states: h = exp(delta' A) h + (delta' u) B.
 /// The forward and the backward's recomputation both use it, so they agree bitwise.
 #[inline]
-fn step(h: &mut [f32], a: &[f32], b: &[f32], dt: f32, u: f32) {
+pub(super) fn step(h: &mut [f32], a: &[f32], b: &[f32], dt: f32, u: f32) {
     let dtu = dt * u;
     for ((h, &a), &b) in h.iter_mut().zip(a).zip(b) {
         *h = (dt * a).exp() * *h + dtu * b;
@@ -413,7 +413,7 @@ fn step(h: &mut [f32], a: &[f32], b: &[f32], dt: f32, u: f32) {
 
 /// delta' from x = delta + delta_bias: softplus(x), or x. Above 20 softplus(x) is taken as
 /// x (they differ by < 3e-9, and exp(x) is kept far from overflow), as mamba_ssm does.
-fn delta_eff(x: f32, softplus: bool) -> f32 {
+pub(super) fn delta_eff(x: f32, softplus: bool) -> f32 {
     if softplus && x <= 20.0 { x.exp().ln_1p() } else { x }
 }
 
@@ -422,15 +422,15 @@ fn delta_eff_grad(x: f32, softplus: bool) -> f32 {
     if softplus && x <= 20.0 { sigmoid(x) } else { 1.0 }
 }
 
-fn sigmoid(x: f32) -> f32 {
+pub(super) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-fn silu(x: f32) -> f32 {
+pub(super) fn silu(x: f32) -> f32 {
     x * sigmoid(x)
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
@@ -441,13 +441,13 @@ fn add(acc: &mut [f32], v: &[f32]) {
     }
 }
 
-fn to_f32<T: Element>(a: &ArrayD<T>) -> Vec<f32> {
+pub(super) fn to_f32<T: Element>(a: &ArrayD<T>) -> Vec<f32> {
     a.iter().map(|v| v.to_f32()).collect()
 }
 
 /// A CPU tensor of `shape` from row-major `data`. The lengths match by construction; a
 /// mismatch is reported as an error on the output `arg` rather than a panic.
-fn tensor<E: Element>(arg: &'static str, shape: &[usize], data: Vec<E>) -> Result<Tensor<E>> {
+pub(super) fn tensor<E: Element>(arg: &'static str, shape: &[usize], data: Vec<E>) -> Result<Tensor<E>> {
     let len = data.len();
     ArrayD::from_shape_vec(IxDyn(shape), data).map(Tensor::Cpu).map_err(|_| Error::Shape {
         arg,

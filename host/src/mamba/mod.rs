@@ -21,12 +21,20 @@
 //! d_state]` with `n_ckpt = scan_checkpoints(seqlen)`: checkpoint i is the state before
 //! step `i * SCAN_CHECKPOINT`. The backward recomputes each segment's states from its
 //! checkpoint instead of storing all `seqlen x d_state` of them.
+//!
+//! The rest of a Mamba block's operators, on the CPU only so far: [`conv`] (the causal
+//! depthwise conv1d in front of the scan, forward and backward) and [`decode`] (one-token
+//! steps of the conv and of the scan's recurrence, updating their states in place).
 
+pub mod conv;
 mod cpu;
+pub mod decode;
 mod gpu;
 
 use crate::tensor::check;
 use crate::{Device, Element, Error, Result, Tensor};
+pub use conv::{CONV_MAX_WIDTH, Conv1dGrads, Conv1dOptions, Conv1dOutput, causal_conv1d, causal_conv1d_backward};
+pub use decode::{conv1d_update, selective_state_update};
 use flashscan_kernels::mamba::scan_slices_for;
 pub use flashscan_kernels::mamba::{SCAN_CHECKPOINT, SCAN_MAX_STATE};
 
@@ -253,7 +261,7 @@ fn validate_backward<T: Element>(
 }
 
 /// `arg` has `n` dimensions, each at least 1; `layout` names them for the message.
-fn rank(arg: &'static str, shape: &[usize], n: usize, layout: &str) -> Result<()> {
+pub(crate) fn rank(arg: &'static str, shape: &[usize], n: usize, layout: &str) -> Result<()> {
     if shape.len() != n || shape.contains(&0) {
         return Err(Error::Shape { arg, got: shape.to_vec(), expected: format!("{n} dimensions {layout}, each >= 1") });
     }
@@ -261,7 +269,7 @@ fn rank(arg: &'static str, shape: &[usize], n: usize, layout: &str) -> Result<()
 }
 
 /// `arg` has exactly shape `expected` and lives on `device`.
-fn arg(arg: &'static str, shape: &[usize], on: Device, expected: &[usize], device: Device) -> Result<()> {
+pub(crate) fn arg(arg: &'static str, shape: &[usize], on: Device, expected: &[usize], device: Device) -> Result<()> {
     check::shape(arg, shape, expected)?;
     check::same_device(arg, on, device)
 }

@@ -3,6 +3,7 @@
 //! the real operations first.
 
 pub mod attention;
+pub mod conv;
 mod norm;
 pub mod scan;
 

@@ -216,14 +216,14 @@ pub(crate) fn validate<T: Element>(x: &ScanInputs<T>, opts: &ScanOptions) -> Res
         arg("initial_state", h0.shape(), h0.device(), &[batch, dim, d_state], device)?;
     }
 
-    if let Some(ns) = opts.gpu_states_per_thread {
-        if !matches!(ns, 4 | 8 | 16) || scan_slices_for(d_state as u32, ns) > 32 {
-            return Err(Error::Value {
-                arg: "gpu_states_per_thread",
-                got: ns.to_string(),
-                expected: format!("4, 8 or 16, and at least d_state / 32 = {}", d_state.div_ceil(32)),
-            });
-        }
+    if let Some(ns) = opts.gpu_states_per_thread
+        && (!matches!(ns, 4 | 8 | 16) || scan_slices_for(d_state as u32, ns) > 32)
+    {
+        return Err(Error::Value {
+            arg: "gpu_states_per_thread",
+            got: ns.to_string(),
+            expected: format!("4, 8 or 16, and at least d_state / 32 = {}", d_state.div_ceil(32)),
+        });
     }
 
     Ok(Problem {

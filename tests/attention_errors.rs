@@ -3,11 +3,10 @@
 
 use flashscan::attention::{AttentionOptions, forward};
 use flashscan::{DType, Device, Element, Error, Tensor, bf16, f16};
-use ndarray::{ArrayD, IxDyn};
+mod common;
 
-fn zeros<T: Element>(shape: &[usize]) -> Tensor<T> {
-    Tensor::Cpu(ArrayD::from_elem(IxDyn(shape), T::from_f32(0.0)))
-}
+use common::{assert_shape_error, zeros};
+use ndarray::{ArrayD, IxDyn};
 
 /// The error of a call that must fail.
 fn error<T: Element>(q: &[usize], k: &[usize], v: &[usize], opts: AttentionOptions) -> Error {
@@ -15,16 +14,6 @@ fn error<T: Element>(q: &[usize], k: &[usize], v: &[usize], opts: AttentionOptio
         Ok(_) => panic!("q {q:?} k {k:?} v {v:?} {opts:?} was accepted"),
         Err(e) => e,
     }
-}
-
-/// Asserts a shape error naming `arg` whose message mentions `mentions`.
-fn assert_shape_error(e: Error, arg: &str, mentions: &str) {
-    match &e {
-        Error::Shape { arg: a, .. } if *a == arg => {}
-        _ => panic!("expected a shape error for `{arg}`, got {e:?}"),
-    }
-    let msg = e.to_string();
-    assert!(msg.contains(&format!("`{arg}`")) && msg.contains(mentions), "message: {msg}");
 }
 
 fn assert_value_error(e: Error, arg: &str) {

@@ -5,16 +5,10 @@
 //! mismatch does not compile; device mismatches need a GPU and are not covered here.)
 
 use flashscan::mamba::{Conv1dOptions, causal_conv1d, causal_conv1d_backward, conv1d_update, selective_state_update};
-use flashscan::{Element, Error, Result, Tensor, bf16};
-use ndarray::{ArrayD, IxDyn};
+use flashscan::{Error, Result, bf16};
+mod common;
 
-fn zeros<E: Element>(shape: &[usize]) -> Tensor<E> {
-    Tensor::Cpu(ArrayD::from_elem(IxDyn(shape), E::from_f32(0.0)))
-}
-
-fn ones<E: Element>(shape: &[usize]) -> Tensor<E> {
-    Tensor::Cpu(ArrayD::from_elem(IxDyn(shape), E::from_f32(1.0)))
-}
+use common::{ones, zeros};
 
 /// The error names `arg` and is a Shape error (`value == false`) or a Value error.
 fn expect_err<R>(r: Result<R>, arg: &str, value: bool) {

@@ -1,29 +1,22 @@
 //! Bad input returns typed errors that name the argument (no panics, no GPU needed).
 
 use flashscan::{Device, Error, Tensor, bf16, norm};
+mod common;
+
+use common::{error_of as expect_err, ones};
 use ndarray::{ArrayD, IxDyn};
-
-fn cpu<T: flashscan::Element>(shape: &[usize]) -> Tensor<T> {
-    Tensor::Cpu(ArrayD::from_elem(IxDyn(shape), T::from_f32(1.0)))
-}
-
-fn expect_err<T>(r: flashscan::Result<T>) -> Error {
-    match r {
-        Err(e) => e,
-        Ok(_) => panic!("bad input was accepted"),
-    }
-}
 
 #[test]
 fn norm_weight_of_wrong_length() {
-    let e = expect_err(norm::layer_norm(&cpu::<f32>(&[4, 16]), &cpu::<f32>(&[15]), None, 1e-5));
+    let e = expect_err(norm::layer_norm(&ones::<f32>(&[4, 16]), &ones::<f32>(&[15]), None, 1e-5));
     assert!(matches!(&e, Error::Shape { arg: "weight", got, .. } if got == &vec![15]), "{e:?}");
     assert!(e.to_string().contains("[16]"), "message names the expected shape: {e}");
 }
 
 #[test]
 fn norm_bias_of_wrong_length() {
-    let e = expect_err(norm::layer_norm(&cpu::<f32>(&[4, 16]), &cpu::<f32>(&[16]), Some(&cpu::<f32>(&[16, 1])), 1e-5));
+    let e =
+        expect_err(norm::layer_norm(&ones::<f32>(&[4, 16]), &ones::<f32>(&[16]), Some(&ones::<f32>(&[16, 1])), 1e-5));
     assert!(matches!(e, Error::Shape { arg: "bias", .. }), "{e:?}");
 }
 
@@ -31,27 +24,27 @@ fn norm_bias_of_wrong_length() {
 fn norm_zero_sized_dimensions() {
     for shape in [&[0, 16][..], &[4, 0], &[]] {
         let cols = shape.last().copied().unwrap_or(1);
-        let e = expect_err(norm::rms_norm(&cpu::<f32>(shape), &cpu::<f32>(&[cols]), 1e-5));
+        let e = expect_err(norm::rms_norm(&ones::<f32>(shape), &ones::<f32>(&[cols]), 1e-5));
         assert!(matches!(e, Error::Shape { arg: "x", .. }), "{shape:?}: {e:?}");
     }
 }
 
 #[test]
 fn norm_row_too_long() {
-    let e = expect_err(norm::rms_norm(&cpu::<f32>(&[1, 16385]), &cpu::<f32>(&[16385]), 1e-5));
+    let e = expect_err(norm::rms_norm(&ones::<f32>(&[1, 16385]), &ones::<f32>(&[16385]), 1e-5));
     assert!(matches!(e, Error::Shape { arg: "x", .. }), "{e:?}");
 }
 
 #[test]
 fn norm_weight_of_other_dtype() {
-    let e = expect_err(norm::layer_norm(&cpu::<bf16>(&[2, 8]), &cpu::<f32>(&[8]), None, 1e-5));
+    let e = expect_err(norm::layer_norm(&ones::<bf16>(&[2, 8]), &ones::<f32>(&[8]), None, 1e-5));
     assert!(matches!(e, Error::DType { arg: "weight", got: flashscan::DType::F32, .. }), "{e:?}");
 }
 
 #[test]
 fn norm_bad_eps() {
     for eps in [f32::NAN, -1.0, f32::INFINITY] {
-        let e = expect_err(norm::rms_norm(&cpu::<f32>(&[2, 8]), &cpu::<f32>(&[8]), eps));
+        let e = expect_err(norm::rms_norm(&ones::<f32>(&[2, 8]), &ones::<f32>(&[8]), eps));
         assert!(matches!(e, Error::Value { arg: "eps", .. }), "{eps}: {e:?}");
     }
 }

@@ -2,12 +2,11 @@
 //! every bad argument gives the matching typed error naming the argument (never a panic).
 
 use flashscan::mamba::{ScanInputs, ScanOptions, ScanOutput, selective_scan, selective_scan_backward};
-use flashscan::{Device, Element, Error, Result, Tensor, bf16};
-use ndarray::{ArrayD, IxDyn};
+use flashscan::{Device, Error, Result, Tensor, bf16};
+mod common;
 
-fn zeros<E: Element>(shape: &[usize]) -> Tensor<E> {
-    Tensor::Cpu(ArrayD::from_elem(IxDyn(shape), E::from_f32(0.0)))
-}
+use common::{assert_shape_error, error_of as error, zeros};
+use ndarray::{ArrayD, IxDyn};
 
 const BATCH: usize = 2;
 const DIM: usize = 6;
@@ -88,24 +87,6 @@ impl Owned {
     fn forward(&self) -> Result<ScanOutput<bf16>> {
         selective_scan(&self.inputs(), &ScanOptions { delta_softplus: true, ..Default::default() })
     }
-}
-
-/// The error of a call that must fail.
-fn error<T>(r: Result<T>) -> Error {
-    match r {
-        Ok(_) => panic!("bad arguments were accepted"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts a shape error naming `arg` whose message mentions `mentions`.
-fn assert_shape_error(e: Error, arg: &str, mentions: &str) {
-    match &e {
-        Error::Shape { arg: a, .. } if *a == arg => {}
-        _ => panic!("expected a shape error for `{arg}`, got {e:?}"),
-    }
-    let msg = e.to_string();
-    assert!(msg.contains(&format!("`{arg}`")) && msg.contains(mentions), "message: {msg}");
 }
 
 /// The forward's error for `good()` changed by `f`.

@@ -113,3 +113,31 @@ pub fn check_norm_offset<T: Element>(
         _ => panic!("{what}: mean returned for RMSNorm or missing for LayerNorm"),
     }
 }
+
+/// A CPU tensor of `shape` filled with zeros (the argument-validation tests' input).
+pub fn zeros<E: Element>(shape: &[usize]) -> Tensor<E> {
+    Tensor::Cpu(ArrayD::from_elem(IxDyn(shape), E::from_f32(0.0)))
+}
+
+/// A CPU tensor of `shape` filled with ones.
+pub fn ones<E: Element>(shape: &[usize]) -> Tensor<E> {
+    Tensor::Cpu(ArrayD::from_elem(IxDyn(shape), E::from_f32(1.0)))
+}
+
+/// The error of a call that must fail.
+pub fn error_of<T>(r: flashscan::Result<T>) -> flashscan::Error {
+    match r {
+        Ok(_) => panic!("bad arguments were accepted"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts a shape error naming `arg` whose message mentions `mentions`.
+pub fn assert_shape_error(e: flashscan::Error, arg: &str, mentions: &str) {
+    match &e {
+        flashscan::Error::Shape { arg: a, .. } if *a == arg => {}
+        _ => panic!("expected a shape error for `{arg}`, got {e:?}"),
+    }
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("`{arg}`")) && msg.contains(mentions), "message: {msg}");
+}

@@ -84,11 +84,6 @@ pub const fn scan_slices_for(d_state: u32, ns: u32) -> u32 {
     if s <= 1 { 1 } else { s.next_power_of_two() }
 }
 
-/// `scan_slices_for` with the default states per thread (at most 16 slices: d_state 256).
-pub const fn scan_slices(d_state: u32) -> u32 {
-    scan_slices_for(d_state, scan_states_per_thread(d_state))
-}
-
 /// SRAM layout of one forward CTA (byte offsets from the arena start):
 ///   raw[2]   two stages of cp.async input: u and delta rows (`channels` each,
 ///            SCAN_RAW_PITCH apart), then B and C rows (`8 * slices` each, one per
@@ -237,12 +232,12 @@ mod tests {
         assert_eq!(scan_states_for_launch(16, 8 * 4096, 132), 8);
         assert_eq!(scan_states_for_launch(64, 8 * 4096, 132), 16);
         assert_eq!(scan_states_for_launch(256, 1, 132), 8);
-        assert_eq!(scan_slices(4), 1);
-        assert_eq!(scan_slices(16), 2);
-        assert_eq!(scan_slices(17), 2);
-        assert_eq!(scan_slices(64), 4);
-        assert_eq!(scan_slices(65), 8);
-        assert_eq!(scan_slices(256), 16);
+        assert_eq!(scan_slices_for(4, scan_states_per_thread(4)), 1);
+        assert_eq!(scan_slices_for(16, scan_states_per_thread(16)), 2);
+        assert_eq!(scan_slices_for(17, scan_states_per_thread(17)), 2);
+        assert_eq!(scan_slices_for(64, scan_states_per_thread(64)), 4);
+        assert_eq!(scan_slices_for(65, scan_states_per_thread(65)), 8);
+        assert_eq!(scan_slices_for(256, scan_states_per_thread(256)), 16);
         // 4 CTAs per SM (16 warps) at d_state 16, bf16 (1 KiB per CTA is the driver's).
         assert!(4 * (ScanSmem::new(16, 2, 8).total + 1024) <= 228 * 1024);
         assert_eq!(scan_checkpoints(512), 1);

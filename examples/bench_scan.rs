@@ -1,12 +1,13 @@
-//! Selective-scan forward benchmark: b = 8, dim = 2048..5120, L = 512..8192, d_state 16
-//! and 64, bf16 and f32, delta_softplus with delta_bias, D and z (the Mamba block's
-//! call). Median of CUDA-event timings; the inputs are far larger than L2, so no
-//! rotation is needed. Also measures the device-to-device copy bandwidth in the same
+//! Selective-scan benchmark, forward and backward: b = 8, dim = 2048..5120, L =
+//! 512..8192, d_state 16 and 64, bf16 and f32, delta_softplus with delta_bias, D and z
+//! (the Mamba block's call); the backward in both modes (atomic dB / dC sums and
+//! deterministic). Median of CUDA-event timings; the inputs are far larger than L2, so
+//! no rotation is needed. Also measures the device-to-device copy bandwidth in the same
 //! run, for the HBM floor. One JSON object per line on stdout; a table on stderr.
 //!
-//!     cargo run --release --example bench_scan [-- --quick]
+//!     cargo run --release --example bench_scan [-- --quick] [--fwd-only | --bwd-only]
 
-use flashscan::mamba::{ScanInputs, ScanOptions, selective_scan};
+use flashscan::mamba::{ScanInputs, ScanOptions, selective_scan, selective_scan_backward};
 use flashscan::runtime::timing::{copy_bandwidth_gbs, median, time_ms};
 use flashscan::{Device, Element, Tensor, bf16};
 use ndarray::{ArrayD, IxDyn};
@@ -22,12 +23,37 @@ fn random<T: Element>(shape: &[usize], seed: u64, lo: f32, hi: f32) -> ArrayD<T>
     })
 }
 
-/// Bytes a scan must move at the least: u, delta, z, B, C read and out written once.
-fn min_bytes(b: usize, dim: usize, l: usize, n: usize, elem: usize) -> usize {
-    (4 * b * dim * l + 2 * b * n * l) * elem
+/// Bytes a scan must move at the least: forward, u, delta, z, B, C read and out written
+/// once; backward, u, delta, z, dout, B, C read and du, ddelta, dz, dB, dC written once.
+fn min_bytes(bwd: bool, b: usize, dim: usize, l: usize, n: usize, elem: usize) -> usize {
+    let (seq, bc) = if bwd { (7, 4) } else { (4, 2) };
+    (seq * b * dim * l + bc * b * n * l) * elem
 }
 
-fn bench<T: Element>(b: usize, dim: usize, l: usize, n: usize, copy_gbs: f64, iters: usize) -> flashscan::Result<()> {
+/// One JSON line and one table line for a timed pass.
+#[allow(clippy::too_many_arguments)]
+fn report<T: Element>(pass: &str, b: usize, dim: usize, l: usize, n: usize, ms: f64, copy_gbs: f64) {
+    let bytes = min_bytes(pass != "fwd", b, dim, l, n, T::DTYPE.size_bytes() as usize);
+    let gbs = bytes as f64 / (ms * 1e-3) / 1e9;
+    let dt = T::DTYPE.suffix();
+    println!(
+        "{{\"impl\":\"flashscan\",\"pass\":\"{pass}\",\"dtype\":\"{dt}\",\"batch\":{b},\"dim\":{dim},\"seqlen\":{l},\"d_state\":{n},\"ms\":{ms:.5},\"min_bytes\":{bytes},\"gbs\":{gbs:.1},\"copy_gbs\":{copy_gbs:.1}}}"
+    );
+    eprintln!(
+        "scan {pass:7} {dt:4} b={b} dim={dim:4} L={l:4} n={n:2}  {ms:8.4} ms  {gbs:7.1} GB/s ({:5.1}% of copy)",
+        100.0 * gbs / copy_gbs
+    );
+}
+
+fn bench<T: Element>(
+    b: usize,
+    dim: usize,
+    l: usize,
+    n: usize,
+    copy_gbs: f64,
+    iters: usize,
+    (fwd_too, bwd_too): (bool, bool),
+) -> flashscan::Result<()> {
     let dev = Device::Cuda(0);
     let gpu = dev.gpu()?;
     let seq = [b, dim, l];
@@ -53,18 +79,20 @@ fn bench<T: Element>(b: usize, dim: usize, l: usize, n: usize, copy_gbs: f64, it
         initial_state: None,
     };
     let opts = ScanOptions { delta_softplus: true, ..Default::default() };
-    let mut times = time_ms(&gpu, 2, iters, |_| selective_scan(&x, &opts).map(|_| ()))?;
-    let ms = median(&mut times) as f64;
-    let bytes = min_bytes(b, dim, l, n, T::DTYPE.size_bytes() as usize);
-    let gbs = bytes as f64 / (ms * 1e-3) / 1e9;
-    let dt = T::DTYPE.suffix();
-    println!(
-        "{{\"impl\":\"flashscan\",\"dtype\":\"{dt}\",\"batch\":{b},\"dim\":{dim},\"seqlen\":{l},\"d_state\":{n},\"ms\":{ms:.5},\"min_bytes\":{bytes},\"gbs\":{gbs:.1},\"copy_gbs\":{copy_gbs:.1}}}"
-    );
-    eprintln!(
-        "scan fwd {dt:4} b={b} dim={dim:4} L={l:4} n={n:2}  {ms:8.4} ms  {gbs:7.1} GB/s ({:5.1}% of copy)",
-        100.0 * gbs / copy_gbs
-    );
+    if fwd_too {
+        let mut times = time_ms(&gpu, 2, iters, |_| selective_scan(&x, &opts).map(|_| ()))?;
+        report::<T>("fwd", b, dim, l, n, median(&mut times) as f64, copy_gbs);
+    }
+    if !bwd_too {
+        return Ok(());
+    }
+    let saved = selective_scan(&x, &opts)?;
+    let dout = t(random(&seq, 9, -1.0, 1.0))?;
+    for (pass, det) in [("bwd", false), ("bwd_det", true)] {
+        let mut times =
+            time_ms(&gpu, 1, iters, |_| selective_scan_backward(&x, &opts, &saved, &dout, None, det).map(|_| ()))?;
+        report::<T>(pass, b, dim, l, n, median(&mut times) as f64, copy_gbs);
+    }
     Ok(())
 }
 
@@ -77,6 +105,8 @@ fn main() {
         }
     };
     let quick = std::env::args().any(|a| a == "--quick");
+    let fwd_too = !std::env::args().any(|a| a == "--bwd-only");
+    let bwd_too = !std::env::args().any(|a| a == "--fwd-only");
     eprintln!("{}", Device::Cuda(0).describe());
     let copy_gbs = match copy_bandwidth_gbs(&gpu, 1 << 30, 20) {
         Ok(g) => g,
@@ -92,8 +122,8 @@ fn main() {
         for &dim in dims {
             for &l in lens {
                 let iters = if quick { 5 } else { 10 };
-                let r = bench::<bf16>(8, dim, l, n, copy_gbs, iters)
-                    .and_then(|_| bench::<f32>(8, dim, l, n, copy_gbs, iters));
+                let r = bench::<bf16>(8, dim, l, n, copy_gbs, iters, (fwd_too, bwd_too))
+                    .and_then(|_| bench::<f32>(8, dim, l, n, copy_gbs, iters, (fwd_too, bwd_too)));
                 if let Err(e) = r {
                     eprintln!("bench_scan failed at dim={dim} L={l} n={n}: {e}");
                     std::process::exit(1);

@@ -3,16 +3,17 @@
 //! an unwritten element fails), every d_state tier of the kernel, channel counts that
 //! leave CTAs partly empty, lengths that are and are not whole 16-byte rows (the kernel's
 //! two staging paths), a 1M-step sequence, state passing between two calls, and the
-//! backward through the GPU API. Run with
+//! backward kernel against the reference gradients (both modes, every variant, long
+//! sequences), and its deterministic mode run twice. Run with
 //! `cargo test --release --test gpu_scan -- --ignored` on a machine with an NVIDIA GPU.
 
 mod scan_common;
 
-use flashscan::mamba::{ScanOptions, selective_scan};
+use flashscan::mamba::{ScanGrads, ScanOptions, selective_scan};
 use flashscan::{Device, Element, Tensor, bf16, f16, runtime::Gpu};
 use ndarray::{ArrayD, Axis, Slice};
 use proptest::prelude::*;
-use scan_common::{Case, Inputs, Tol, check_with, forward_errors, tol, tol_of};
+use scan_common::{Case, Inputs, Tol, check_grads, forward_errors, run_with, tol, tol_of};
 
 /// State steps (batch * dim * seqlen * d_state) per random case: the f64 reference is the
 /// slow part.
@@ -208,11 +209,141 @@ fn gpu_two_halves_equal_one_run() {
     }
 }
 
+/// Backward cases are smaller: the f64 reference gradients cost several forwards.
+const BWD_BUDGET: usize = 2_000_000;
+
+/// Forward and backward on the GPU against the reference (every result).
+fn check_backward<T: Element>(case: &Case, states_per_thread: Option<u32>, deterministic: bool) -> Result<(), String> {
+    let x = case.inputs::<T>();
+    let (fwd, grads) = run_with(&x, gpu(), states_per_thread, deterministic)?;
+    check_grads(case, &x, &fwd, &grads, gpu_tol::<T>())
+        .map_err(|e| format!("{e} (states per thread {states_per_thread:?}, deterministic {deterministic})"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU"]
+    fn gpu_backward_matches_reference_f32(case in scan_common::cases(1500, BWD_BUDGET), det in any::<bool>()) {
+        check_backward::<f32>(&case, None, det).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU"]
+    fn gpu_backward_matches_reference_bf16(case in scan_common::cases(1500, BWD_BUDGET), det in any::<bool>()) {
+        check_backward::<bf16>(&case, None, det).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU"]
+    fn gpu_backward_matches_reference_f16(case in scan_common::cases(1500, BWD_BUDGET), det in any::<bool>()) {
+        check_backward::<f16>(&case, None, det).map_err(TestCaseError::fail)?;
+    }
+}
+
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
-fn gpu_backward_matches_reference() {
-    // The backward through the GPU API (the host computes it for now: see mamba/gpu.rs).
-    let case = Case::new(2, 6, 2, 16, 700);
-    check_with(&case, &case.inputs::<bf16>(), gpu(), gpu_tol::<bf16>()).unwrap();
-    check_with(&case, &case.inputs::<f32>(), gpu(), gpu_tol::<f32>()).unwrap();
+fn gpu_backward_every_tier_and_mode() {
+    // Every slice count of both kernel variants (4 and 8 states per thread), groups
+    // spread over several CTAs (dim 600: 10 CTAs of 64 channels in one group, whose dB
+    // and dC partials are added), lengths around the segment (32), odd (element staging)
+    // and 1; both modes; every option on, then off.
+    let shapes = [
+        (2, 130, 1, 16, 100),
+        (1, 200, 2, 1, 64),
+        (2, 12, 3, 17, 257),
+        (1, 40, 2, 64, 33),
+        (1, 18, 1, 100, 31),
+        (1, 9, 1, 128, 1),
+        (2, 5, 1, 256, 80),
+        (3, 129, 3, 16, 1),
+        (2, 600, 1, 16, 96),
+        (1, 300, 3, 5, 45),
+    ];
+    for (i, &(batch, dim, groups, d_state, seqlen)) in shapes.iter().enumerate() {
+        for options in 0..2u32 {
+            let mut case = Case::new(batch, dim, groups, d_state, seqlen);
+            case.seed = 300 + i as u64;
+            if options == 1 {
+                case.softplus = false;
+                (case.has_d, case.has_z, case.has_bias, case.has_init, case.has_dfinal) =
+                    (false, false, false, false, false);
+            }
+            for ns in [4u32, 8] {
+                let det = (i + ns as usize + options as usize) % 2 == 0;
+                for r in [
+                    check_backward::<f32>(&case, Some(ns), det),
+                    check_backward::<bf16>(&case, Some(ns), !det),
+                    check_backward::<f16>(&case, Some(ns), det),
+                ] {
+                    r.unwrap();
+                }
+            }
+        }
+    }
+}
+
+fn assert_same_grads<T: Element>(a: &ScanGrads<T>, b: &ScanGrads<T>) {
+    let same = |x: &Tensor<T>, y: &Tensor<T>| host(x) == host(y);
+    let same32 = |x: &Tensor<f32>, y: &Tensor<f32>| host(x) == host(y);
+    let opt32 = |x: &Option<Tensor<f32>>, y: &Option<Tensor<f32>>| match (x, y) {
+        (Some(x), Some(y)) => same32(x, y),
+        (None, None) => true,
+        _ => false,
+    };
+    assert!(same(&a.du, &b.du) && same(&a.ddelta, &b.ddelta), "du / ddelta differ");
+    assert!(same(&a.db, &b.db) && same(&a.dc, &b.dc), "db / dc differ");
+    assert!(same32(&a.da, &b.da) && opt32(&a.dd, &b.dd), "da / dd differ");
+    assert!(opt32(&a.ddelta_bias, &b.ddelta_bias) && opt32(&a.dinitial_state, &b.dinitial_state));
+    match (&a.dz, &b.dz) {
+        (Some(x), Some(y)) => assert!(same(x, y), "dz differs"),
+        (None, None) => {}
+        _ => panic!("dz present in one run only"),
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_backward_deterministic_is_bitwise_reproducible() {
+    // Many CTAs per group add into the same dB / dC: the deterministic mode gives the same
+    // bits on every run; the atomic mode agrees with the reference either way.
+    let case = Case::new(2, 1000, 2, 16, 300);
+    let x: Inputs<f32> = case.inputs();
+    let (fwd1, g1) = run_with(&x, gpu(), None, true).unwrap();
+    let (_, g2) = run_with(&x, gpu(), None, true).unwrap();
+    assert_same_grads(&g1, &g2);
+    check_grads(&case, &x, &fwd1, &g1, gpu_tol::<f32>()).unwrap();
+    let (fwd3, g3) = run_with(&x, gpu(), None, false).unwrap();
+    check_grads(&case, &x, &fwd3, &g3, gpu_tol::<f32>()).unwrap();
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_backward_long_sequence_and_large_delta() {
+    // 2^16 + 1 steps (2049 segments walked in reverse); delta' up to 500 (decays underflow).
+    let mut case = Case::new(1, 3, 1, 16, 65_537);
+    case.seed = 77;
+    check_backward::<f32>(&case, None, true).unwrap();
+    check_backward::<bf16>(&case, None, false).unwrap();
+    for scale in [1000.0, 60.0] {
+        let mut case = Case::new(2, 6, 2, 16, 300);
+        case.delta_scale = scale;
+        check_backward::<f32>(&case, None, true).unwrap();
+        check_backward::<bf16>(&case, None, false).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_backward_small_and_ragged() {
+    // The compute-sanitizer cases: a partial CTA and an odd length, both modes.
+    for (i, &(dim, groups, d_state, seqlen)) in [(70, 2, 16, 45), (9, 1, 100, 33)].iter().enumerate() {
+        let mut case = Case::new(1, dim, groups, d_state, seqlen);
+        case.seed = 900 + i as u64;
+        for det in [true, false] {
+            check_backward::<f32>(&case, None, det).unwrap();
+            check_backward::<bf16>(&case, None, det).unwrap();
+        }
+    }
 }

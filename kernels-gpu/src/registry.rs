@@ -3,7 +3,7 @@
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
-use crate::mamba::SCAN_FWD_SMEM_BUDGET;
+use crate::mamba::{SCAN_BWD_SMEM_BUDGET, SCAN_FWD_SMEM_BUDGET};
 use crate::norm::{NORM_SHORT_SMEM_BUDGET, NORM_SMEM_BUDGET};
 use crate::selftest::SELFTEST_SMEM_BUDGET;
 
@@ -32,6 +32,9 @@ const ATTN_FWD: &[&str] = &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans"
 
 /// The scan forward: cp.async-staged chunks, one ex2 per step and state.
 const SCAN_FWD: &[&str] = &[CP_ASYNC, "ex2.approx", "ld.shared.v4"];
+/// The scan backward: cp.async-staged segments, ex2 recomputation, warp-synchronised
+/// dB / dC sums, atomic or stored partials.
+const SCAN_BWD: &[&str] = &[CP_ASYNC, "ex2.approx", "bar.warp.sync", "red.global.add.f32"];
 
 pub const KERNELS: &[KernelInfo] = &[
     k("layernorm_fwd_f32_t128", NORM_SHORT_SMEM_BUDGET, NORM),
@@ -67,6 +70,15 @@ pub const KERNELS: &[KernelInfo] = &[
     k("scan_fwd_f16_s4", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
     k("scan_fwd_f16_s8", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
     k("scan_fwd_f16_s16", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
+    k("scan_bwd_f32_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f32_s8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_bf16_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_bf16_s8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f16_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f16_s8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_sum_f32", 0, &[]),
+    k("scan_bwd_sum_bf16", 0, &[]),
+    k("scan_bwd_sum_f16", 0, &[]),
     k("selftest_ldmatrix", SELFTEST_SMEM_BUDGET, &[LDMATRIX]),
     k("selftest_mma_bf16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),
     k("selftest_mma_f16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),

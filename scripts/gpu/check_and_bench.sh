@@ -4,8 +4,8 @@
 # then the benchmarks (norm; attention and the selective scan against torch, each in one
 # run). Logs under $LOGS.
 #
-#   ONLY=tests|bench_attention|bench_scan gpu/check_and_bench.sh   runs one part (the
-#   GPU tool stops a call after 10 minutes; the three parts fit one each)
+#   ONLY=tests|bench_attention|bench_scan|bench_scan_bwd gpu/check_and_bench.sh   runs one
+#   part (the GPU tool stops a call after 10 minutes; each part fits one)
 cd "$(dirname "$0")/.."
 export LOGS="${LOGS:-logs}"
 mkdir -p "$LOGS"
@@ -17,7 +17,8 @@ if part tests; then
   for tool in memcheck racecheck; do
     for t in "gpu_attention gpu_odd_shapes" "gpu_attention gpu_every_head_dim" "gpu_primitives" \
       "gpu_norm layer_norm_far_from_zero" "gpu_scan gpu_large_delta_stays_finite" \
-      "gpu_scan gpu_two_halves_equal_one_run" "gpu_scan gpu_every_kernel_variant"; do
+      "gpu_scan gpu_two_halves_equal_one_run" "gpu_scan gpu_every_kernel_variant" \
+      "gpu_scan gpu_backward_small_and_ragged"; do
       set -- $t
       timeout 240 "$san" --tool "$tool" --error-exitcode 9 "tests/$1" --include-ignored --test-threads=1 ${2:-} \
         >"$LOGS/sanitizer_${tool}_$1_${2:-all}.log" 2>&1
@@ -35,5 +36,9 @@ if part bench_attention; then
   timeout 300 python3 gpu/bench_attention.py examples/bench_attention --out "$LOGS" 2>&1 | tee "$LOGS/bench_attention.txt"
 fi
 if part bench_scan; then
-  timeout 540 python3 gpu/bench_scan.py examples/bench_scan --out "$LOGS" 2>&1 | tee "$LOGS/bench_scan.txt"
+  timeout 540 python3 gpu/bench_scan.py examples/bench_scan --fwd-only --out "$LOGS" 2>&1 | tee "$LOGS/bench_scan.txt"
+fi
+if part bench_scan_bwd; then
+  timeout 540 python3 gpu/bench_scan.py examples/bench_scan --bwd-only ${QUICK:+--quick} --out "$LOGS" 2>&1 \
+    | tee "$LOGS/bench_scan_bwd.txt"
 fi

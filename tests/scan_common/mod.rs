@@ -255,13 +255,24 @@ impl<T: Element> Inputs<T> {
     }
 }
 
-/// Runs the forward and the backward on `device`.
+/// Runs the forward and the backward (deterministic) on `device`.
 pub fn run<T: Element>(x: &Inputs<T>, device: Device) -> Result<(ScanOutput<T>, ScanGrads<T>), String> {
+    run_with(x, device, None, true)
+}
+
+/// The same with the GPU's states per thread forced and the backward's mode chosen.
+pub fn run_with<T: Element>(
+    x: &Inputs<T>,
+    device: Device,
+    states_per_thread: Option<u32>,
+    deterministic: bool,
+) -> Result<(ScanOutput<T>, ScanGrads<T>), String> {
     let placed = x.place(device)?;
-    let opts = ScanOptions { delta_softplus: x.softplus, ..Default::default() };
+    let opts = ScanOptions { delta_softplus: x.softplus, gpu_states_per_thread: states_per_thread };
     let fwd = selective_scan(&placed.inputs(), &opts).map_err(|e| format!("forward failed: {e}"))?;
-    let grads = selective_scan_backward(&placed.inputs(), &opts, &fwd, &placed.dout, placed.dfinal.as_ref(), true)
-        .map_err(|e| format!("backward failed: {e}"))?;
+    let grads =
+        selective_scan_backward(&placed.inputs(), &opts, &fwd, &placed.dout, placed.dfinal.as_ref(), deterministic)
+            .map_err(|e| format!("backward failed: {e}"))?;
     Ok((fwd, grads))
 }
 
@@ -408,8 +419,28 @@ pub fn check<T: Element>(case: &Case, device: Device) -> Result<(), String> {
 
 pub fn check_with<T: Element>(case: &Case, x: &Inputs<T>, device: Device, tol: Tol) -> Result<(), String> {
     let (fwd, grads) = run(x, device)?;
-    let errs = errors(x, &fwd, &grads).map_err(|e| format!("{e}\n  in {case:?} ({})", T::DTYPE))?;
+    check_grads(case, x, &fwd, &grads, tol)
+}
+
+/// Compares forward and backward results with the reference; returns the first error
+/// over its tolerance. Prints every measured error to stderr (seen with --nocapture).
+pub fn check_grads<T: Element>(
+    case: &Case,
+    x: &Inputs<T>,
+    fwd: &ScanOutput<T>,
+    grads: &ScanGrads<T>,
+    tol: Tol,
+) -> Result<(), String> {
+    let errs = errors(x, fwd, grads).map_err(|e| format!("{e}\n  in {case:?} ({})", T::DTYPE))?;
     for (name, err) in errs {
+        eprintln!(
+            "{} b={} dim={} n={} L={}: {name} error {err:.2e}",
+            T::DTYPE,
+            case.batch,
+            case.dim(),
+            case.d_state,
+            case.seqlen
+        );
         let limit = tol_of(&tol, name);
         if err.is_nan() || err > limit {
             return Err(format!("{name}: relative error {err:.3e} > {limit:.1e}\n  in {case:?} ({})", T::DTYPE));

@@ -43,6 +43,12 @@ impl Sram {
         self.addr + offset
     }
 
+    /// The region starting `offset` bytes further on.
+    #[inline(always)]
+    pub fn skip(self, offset: u32) -> Sram {
+        Sram { addr: self.addr + offset }
+    }
+
     /// `ld.shared.f32`
     #[inline(always)]
     pub unsafe fn ld_f32(self, offset: u32) -> f32 {

@@ -16,37 +16,15 @@
 //! SRAM: ScanSmem::new(d_state, elem, NS): 51.5 KiB for bf16 at d_state 16 with NS = 8
 //! (raw stages 24 KiB, delta/du 18 KiB, B/C 4.5 KiB, z 5 KiB): 4 CTAs, 16 warps per SM.
 
+use super::common::{BcTile, LOG2E, bc_to_f32, bits4, copy_vec, pick, silu, softplus};
 use super::*;
-use crate::device::cp_async::{commit, cp_async_16, wait_group};
-use crate::device::math::{exp2, fma, max, rcp};
+use crate::device::cp_async::{commit, wait_group};
+use crate::device::math::{exp2, fma};
 use crate::device::thread::{block_x, block_y, sync_threads, tid};
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram, unroll};
 
-const LOG2E: f32 = core::f32::consts::LOG2_E;
 const PITCH: u32 = SCAN_RAW_PITCH;
-
-/// ln(1 + e^x) = max(x, 0) + log1p(e^-|x|), with log1p(e) = 2 atanh(s), s = e / (2 + e)
-/// <= 1/3, summed to s^13: relative error ~1e-8 over the whole range (lg2.approx would
-/// lose 1e-5 near 1), one ex2 and one rcp. NaN stays NaN; x -> +inf gives x.
-#[inline(always)]
-fn softplus(x: f32) -> f32 {
-    let e = exp2(-x.abs() * LOG2E);
-    let s = e * rcp(2.0 + e);
-    let s2 = s * s;
-    // Explicit FMAs: Rust never contracts a * b + c (each term would be FMUL + FADD).
-    let mut series = 2.0 / 13.0;
-    for k in [11.0f32, 9.0, 7.0, 5.0, 3.0, 1.0] {
-        series = fma(series, s2, 2.0 / k);
-    }
-    fma(s, series, max(x, 0.0))
-}
-
-/// x * sigmoid(x), with ex2 and rcp on the special-function unit.
-#[inline(always)]
-fn silu(x: f32) -> f32 {
-    x * rcp(1.0 + exp2(-x * LOG2E))
-}
 
 /// Where this CTA sits: batch row, group, its channels [c0, c0 + n_ch).
 #[derive(Clone, Copy)]
@@ -95,29 +73,6 @@ unsafe fn stage_chunk<T: Elem>(p: &ScanFwdParams, lay: ScanSmem, cta: Cta, k: u3
     }
 }
 
-/// One 16-byte vector of a [rows, seqlen] tensor at (row, t) into SRAM at `dst`: cp.async
-/// when rows are 16-byte aligned, else element by element (synchronous); zeros where the
-/// row is absent (`ok` false) or past the end.
-#[inline(always)]
-unsafe fn copy_vec<T: Elem>(dst: u32, addr: u64, row: usize, t: u32, ok: bool, seqlen: u32, aligned: bool) {
-    let src = Hbm::<T>::from_addr(addr);
-    let at = row * seqlen as usize + t as usize;
-    if aligned {
-        let ok = ok && t < seqlen;
-        // A zero-byte copy still needs a valid address: the tensor base.
-        let from = if ok { src.offset(at).ptr() } else { src.ptr() };
-        unsafe { cp_async_16(dst, from as *const u8, if ok { 16 } else { 0 }) };
-    } else {
-        unroll::<8, _>(|e| {
-            if e < T::LANES {
-                let te = t + e as u32;
-                let v = if ok && te < seqlen { unsafe { src.load(at + e) } } else { T::from_f32(0.0) };
-                unsafe { T::st_sram(Sram { addr: dst }, e as u32 * T::BYTES, v) };
-            }
-        });
-    }
-}
-
 /// Issues the copies of chunk `k` of z (the CTA's rows) into the z stage: its own group,
 /// so the epilogue can wait for it while the next chunk's inputs are still in flight.
 #[inline(always)]
@@ -131,23 +86,6 @@ unsafe fn stage_z<T: Elem>(p: &ScanFwdParams, lay: ScanSmem, cta: Cta, k: u32, a
         unsafe { copy_vec::<T>(dst, p.z, row, t, r < cta.n_ch, p.seqlen, aligned) };
         i += SCAN_THREADS;
     }
-}
-
-/// `a[m]` by selects (a dynamic index would put `a` on the stack).
-#[inline(always)]
-fn pick(a: &[f32; 4], m: u32) -> f32 {
-    match m {
-        0 => a[0],
-        1 => a[1],
-        2 => a[2],
-        _ => a[3],
-    }
-}
-
-/// Four f32 as the b32 words of a 16-byte vector.
-#[inline(always)]
-fn bits4(v: &[f32; 8], from: usize) -> [u32; 4] {
-    [v[from].to_bits(), v[from + 1].to_bits(), v[from + 2].to_bits(), v[from + 3].to_bits()]
 }
 
 #[inline(always)]
@@ -266,22 +204,17 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
             m += 1;
         }
         // B, C -> f32, transposed into the bc tile (layout in ScanSmem), once for all
-        // channels: one raw vector per item.
-        let mut i = t_id;
-        while i < 2 * lay.states * 4 {
-            let (r, vec) = (i / 4, i % 4);
-            let (n, is_c) = if r < lay.states { (r, 0) } else { (r - lay.states, 1) };
-            let (s_of, q) = (n / NS as u32, n % NS as u32);
-            let col = (q / 4) * lay.slices * 8 + s_of * 8 + is_c * 4 + q % 4;
-            let f = T::unpack_v4(unsafe { Sram::at(lay.b(stage) + r * SCAN_CHUNK_BYTES).ld_v4(vec * 16) });
-            unroll::<8, _>(|e| {
-                if e < T::LANES {
-                    let t = vec * lanes + e as u32;
-                    unsafe { Sram::at(lay.bc).st_f32(t * lay.bc_row() + col * 4, f[e]) };
-                }
-            });
-            i += SCAN_THREADS;
-        }
+        // channels.
+        let tile = BcTile {
+            raw: Sram::at(lay.b(stage)).addr,
+            row_bytes: SCAN_CHUNK_BYTES,
+            tile: Sram::at(lay.bc).addr,
+            tile_row: lay.bc_row(),
+            states: lay.states,
+            slices: lay.slices,
+            threads: SCAN_THREADS,
+        };
+        unsafe { bc_to_f32::<T, NS>(tile, t_id) };
         sync_threads();
 
         // The scan, 8 steps at a time: h = exp(delta' A) h + delta' u B; y = <h, C>.

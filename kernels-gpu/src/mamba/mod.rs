@@ -14,12 +14,18 @@
 //! block-wide scan at all. HBM sees each input once and each output once.
 
 #[cfg(target_arch = "nvptx64")]
+mod bwd;
+#[cfg(target_arch = "nvptx64")]
+mod common;
+#[cfg(target_arch = "nvptx64")]
 mod fwd;
 
 /// The state is saved every `SCAN_CHECKPOINT` steps: checkpoint i is h before step
-/// i * SCAN_CHECKPOINT (checkpoint 0 is the initial state). The backward recomputes each
-/// segment from its checkpoint. Layout f32 `[batch, dim, n_checkpoints, d_state]`.
-pub const SCAN_CHECKPOINT: u32 = 512;
+/// i * SCAN_CHECKPOINT (checkpoint 0 is the initial state). Layout f32 `[batch, dim,
+/// n_checkpoints, d_state]`: 1/32 of a `[batch, dim, seqlen, d_state]` tensor. The backward
+/// kernel walks one such segment at a time in reverse, recomputing its states from the
+/// checkpoint: a segment's inputs fit its SRAM, and it never holds more states than that.
+pub const SCAN_CHECKPOINT: u32 = 32;
 
 /// The largest d_state.
 pub const SCAN_MAX_STATE: u32 = 256;
@@ -206,6 +212,232 @@ pub struct ScanFwdParams {
     pub delta_softplus: u32,
 }
 
+/// Threads per CTA of the backward kernel, by slices per channel (`scan_bwd_threads`): up
+/// to this many. More channels per CTA than the forward's 128 threads hold, because each
+/// CTA writes one partial of dB and dC (summed over its channels) per (batch, group,
+/// state, step): 256 threads halve those partials.
+pub const SCAN_BWD_THREADS: u32 = 256;
+
+/// Threads of a backward CTA with `slices` threads per channel: 256, but at most 64
+/// channels (each channel's segment tiles take 1.3-2.3 KiB of SRAM) and 128 threads at
+/// 32 slices (d_state above 128: the B and C tiles of 256 states are the large ones).
+pub const fn scan_bwd_threads(slices: u32) -> u32 {
+    if slices < 4 {
+        64 * slices
+    } else if slices == 32 {
+        128
+    } else {
+        SCAN_BWD_THREADS
+    }
+}
+/// The backward walks a segment in blocks of this many steps: a block's states are
+/// recomputed into registers (BWD_BLOCK x NS) and walked back to front.
+pub const SCAN_BWD_BLOCK: u32 = 8;
+/// SRAM for the cross-warp reduction of dB and dC: flushed every `flush_steps` steps
+/// (8, fewer for large d_state) so that it stays within this.
+pub const SCAN_BWD_RED_BUDGET: u32 = 16 * 1024;
+
+/// States per thread of the backward, by d_state: 4 up to 16, 8 above (32 slices at
+/// d_state 256). Never 16: a block holds 8 x NS recomputed states in registers.
+pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
+    if d_state <= 16 { 4 } else { 8 }
+}
+
+/// SRAM layout of one backward CTA (byte offsets from the arena start), for one segment
+/// of SEG = SCAN_CHECKPOINT steps, every element type:
+///   raw     u, delta, dout, z rows of the CTA's `channels` (SEG x elem bytes + 16 of
+///           padding each), then B and C rows (`states` each, SEG x elem bytes): one
+///           stage, cp.async
+///   dt      delta' of the segment, f32 [channels][SEG + 4]; the walk writes sum_n
+///           dh B (the du / ddelta term) over it, step by step
+///   dtu     delta' u, f32, same shape; the walk writes sum_n A dA h_prev dh over it
+///   dy      dL/dy (dout silu(z)), f32, same shape; the walk writes y = <h, C> over it
+///   bc      B and C in f32, [SEG][2 states + 4] (the forward's layout)
+///   snap    the state at the start of blocks 1, 2, 3: [3][threads][NS] f32 (snap,
+///           xch and red sit in the staged B and C rows' place when they fit there)
+///   xch     per warp, one step's dB and dC of every lane, [32][2 NS + 4] f32: the warp
+///           sums them over its channels through it
+///   red     per-warp dB and dC of `flush_steps` steps: [warps][2][states][flush_steps]
+///   acc     dD and ddelta_bias sums per channel, f32 [2][channels]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScanBwdSmem {
+    pub threads: u32,
+    pub slices: u32,
+    pub channels: u32,
+    pub states: u32,
+    pub raw_row: u32,
+    pub raw_pitch: u32,
+    pub raw_b: u32,
+    pub raw_c: u32,
+    pub dt: u32,
+    pub dtu: u32,
+    pub dy: u32,
+    pub bc: u32,
+    pub snap: u32,
+    pub xch: u32,
+    pub red: u32,
+    pub flush_steps: u32,
+    pub acc: u32,
+    pub total: u32,
+}
+
+impl ScanBwdSmem {
+    pub const fn new(d_state: u32, elem_bytes: u32, ns: u32) -> ScanBwdSmem {
+        let seg = SCAN_CHECKPOINT;
+        let slices = scan_slices_for(d_state, ns);
+        let threads = scan_bwd_threads(slices);
+        let channels = threads / slices;
+        let states = ns * slices;
+        let raw_row = seg * elem_bytes;
+        let raw_pitch = raw_row + 16;
+        let raw_b = 4 * channels * raw_pitch;
+        let raw_c = raw_b + states * raw_row;
+        let dt = raw_c + states * raw_row;
+        let row_f32 = (seg + 4) * 4;
+        let dtu = dt + channels * row_f32;
+        let dy = dtu + channels * row_f32;
+        let bc = dy + channels * row_f32;
+        let per_step = (threads / 32) * 2 * states * 4;
+        let mut flush_steps = SCAN_BWD_BLOCK;
+        while flush_steps > 1 && flush_steps * per_step > SCAN_BWD_RED_BUDGET {
+            flush_steps /= 2;
+        }
+        // snap, xch and red are used between the B/C conversion and the segment's end:
+        // they take the staged B and C rows' place when they fit there (f32 inputs).
+        let snap_bytes = (seg / SCAN_BWD_BLOCK - 1) * threads * ns * 4;
+        let xch_bytes = threads * (2 * ns + 4) * 4;
+        let scratch = snap_bytes + xch_bytes + flush_steps * per_step;
+        let after_bc = bc + seg * (2 * states + 4) * 4;
+        let snap = if scratch <= 2 * states * raw_row { raw_b } else { after_bc };
+        let xch = snap + snap_bytes;
+        let red = xch + xch_bytes;
+        let end = if snap == raw_b { after_bc } else { red + flush_steps * per_step };
+        let acc = end;
+        let total = acc + 2 * channels * 4;
+        ScanBwdSmem {
+            threads,
+            slices,
+            channels,
+            states,
+            raw_row,
+            raw_pitch,
+            raw_b,
+            raw_c,
+            dt,
+            dtu,
+            dy,
+            bc,
+            snap,
+            xch,
+            red,
+            flush_steps,
+            acc,
+            total,
+        }
+    }
+    /// Byte offset of raw row `r` of input `k` (0 u, 1 delta, 2 dout, 3 z).
+    pub const fn raw(self, k: u32, r: u32) -> u32 {
+        (k * self.channels + r) * self.raw_pitch
+    }
+    /// Bytes per lane of a warp's xch rows.
+    pub const fn xch_row(self) -> u32 {
+        (2 * (self.states / self.slices) + 4) * 4
+    }
+    /// Bytes per row of the dt, dtu and dy tiles.
+    pub const fn row_f32(self) -> u32 {
+        (SCAN_CHECKPOINT + 4) * 4
+    }
+    /// Bytes per (step) row of bc.
+    pub const fn bc_row(self) -> u32 {
+        (2 * self.states + 4) * 4
+    }
+}
+
+/// The most SRAM any backward launch asks for (d_state 256 with f32 inputs).
+pub const SCAN_BWD_SMEM_BUDGET: u32 = {
+    let mut most = 0;
+    let mut d_state = 1;
+    while d_state <= SCAN_MAX_STATE {
+        let ns = scan_bwd_states_per_thread(d_state);
+        let mut eb = 2;
+        while eb <= 4 {
+            let t = ScanBwdSmem::new(d_state, eb, ns).total;
+            if t > most {
+                most = t;
+            }
+            eb += 2;
+        }
+        d_state += 1;
+    }
+    most
+};
+
+/// Launch parameters of the backward kernel. Tensors are contiguous; optional ones 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanBwdParams {
+    /// u, delta, z (or 0), dout: `[batch, dim, seqlen]`, the element type.
+    pub u: u64,
+    pub delta: u64,
+    pub z: u64,
+    pub dout: u64,
+    /// A f32 `[dim, d_state]`; B, C `[batch, groups, d_state, seqlen]`; D, delta_bias f32
+    /// `[dim]` or 0.
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+    pub d: u64,
+    pub delta_bias: u64,
+    /// The forward's checkpoints, f32 `[batch, dim, scan_checkpoints(seqlen), d_state]`.
+    pub checkpoints: u64,
+    /// f32 `[batch, dim, d_state]` or 0: the gradient flowing into the final state.
+    pub dfinal_state: u64,
+    /// Outputs `[batch, dim, seqlen]`, the element type: du, ddelta, dz (or 0).
+    pub du: u64,
+    pub ddelta: u64,
+    pub dz: u64,
+    /// f32 `[batch, dim, d_state]` or 0.
+    pub dinitial_state: u64,
+    /// Per-batch-row partials, f32: dA `[batch, dim, d_state]`, dD and ddelta_bias
+    /// `[batch, dim]` (summed over the batch by `scan_bwd_sum_*` in a fixed order).
+    pub da_part: u64,
+    pub dd_part: u64,
+    pub dbias_part: u64,
+    /// dB and dC in f32, `[parts, 2, batch, groups, d_state, seqlen]` (index 0 dB, 1 dC):
+    /// with `deterministic` each CTA of a group stores its own part (parts =
+    /// ctas_per_group); else one part, zeroed by the host, that every CTA adds to.
+    pub dbc: u64,
+    pub batch: u32,
+    pub dim: u32,
+    pub seqlen: u32,
+    pub d_state: u32,
+    pub groups: u32,
+    pub channels_per_group: u32,
+    pub ctas_per_group: u32,
+    pub delta_softplus: u32,
+    pub deterministic: u32,
+    pub _pad: u32,
+}
+
+/// Threads per CTA of the reductions that finish the backward.
+pub const SCAN_SUM_THREADS: u32 = 256;
+
+/// Parameters of `scan_bwd_sum_*`: `dst[i] = sum_{p < parts} src[p * len + i]` for
+/// `i < split`, and `dst2[i - split]` the same for `split <= i < len`, rounded to the
+/// kernel's element type. Parts are added in order: the result does not depend on the
+/// launch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanSumParams {
+    pub src: u64,
+    pub dst: u64,
+    pub dst2: u64,
+    pub len: u64,
+    pub split: u64,
+    pub parts: u32,
+    pub _pad: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,7 +472,42 @@ mod tests {
         assert_eq!(scan_slices_for(256, scan_states_per_thread(256)), 16);
         // 4 CTAs per SM (16 warps) at d_state 16, bf16 (1 KiB per CTA is the driver's).
         assert!(4 * (ScanSmem::new(16, 2, 8).total + 1024) <= 228 * 1024);
-        assert_eq!(scan_checkpoints(512), 1);
-        assert_eq!(scan_checkpoints(513), 2);
+        assert_eq!(scan_checkpoints(32), 1);
+        assert_eq!(scan_checkpoints(33), 2);
+    }
+
+    #[test]
+    fn bwd_smem_layout_fits_and_aligns() {
+        for d_state in 1..=SCAN_MAX_STATE {
+            let ns = scan_bwd_states_per_thread(d_state);
+            for eb in [2, 4] {
+                let s = ScanBwdSmem::new(d_state, eb, ns);
+                assert!(s.slices <= 32 && s.slices * ns >= d_state);
+                assert_eq!(s.slices * s.channels, s.threads);
+                assert!(s.threads % 32 == 0 && s.threads <= SCAN_BWD_THREADS && s.channels <= 64);
+                // sm_80's 163 KiB per block.
+                assert!(s.total <= SCAN_BWD_SMEM_BUDGET && s.total <= 163 * 1024, "d_state {d_state}: {}", s.total);
+                for off in [
+                    s.raw_b,
+                    s.raw_c,
+                    s.raw(1, 1),
+                    s.dt,
+                    s.dtu,
+                    s.dy,
+                    s.bc,
+                    s.snap,
+                    s.xch,
+                    s.red,
+                    s.acc,
+                    s.row_f32(),
+                    s.bc_row(),
+                ] {
+                    assert_eq!(off % 16, 0, "d_state {d_state}: offset {off} not 16-byte aligned");
+                }
+                assert!(SCAN_BWD_BLOCK % s.flush_steps == 0);
+            }
+        }
+        // 2 CTAs (16 warps) per SM at d_state 16, bf16.
+        assert!(2 * (ScanBwdSmem::new(16, 2, 4).total + 1024) <= 228 * 1024);
     }
 }

@@ -1,0 +1,600 @@
+//! The selective-scan backward kernel. The forward's thread mapping (CTA: one batch row, a
+//! run of `channels` channels of one group; thread: one channel and a slice of NS states),
+//! walking the sequence from the end, one checkpoint segment (SEG = 32 steps) at a time.
+//!
+//! Per segment:
+//!   HBM  -> SRAM  u, delta, dout, z rows of the CTA's channels, B and C rows of the
+//!                 group (cp.async, one stage)
+//!   SRAM -> SRAM  per (channel, step): dt = delta', dtu = delta' u, dy = dout silu(z);
+//!                 B and C in f32, transposed (the forward's tile)
+//!   pass A        from the segment's checkpoint (the forward saved it), the recurrence
+//!                 forward over blocks 0..3 of 8 steps; the state at the start of blocks
+//!                 1, 2, 3 to SRAM (`snap`)
+//!   walk          block by block from the last: its 8 states recomputed into registers
+//!                 (hs, 8 x NS), then stepped back to front:
+//!                   gh   = dh + dy C                  (dL/dh_t)
+//!                   dB  += gh dtu,  dC += dy h_t       (summed over channels, below)
+//!                   sgb  = sum_n gh B,  sga = sum_n gh dA h_{t-1} A,  y = sum_n h_t C
+//!                   dA  += dt gh dA h_{t-1},  dh = gh dA
+//!                 sgb, sga, y summed over the channel's slices (shuffles) replace dt,
+//!                 dtu, dy of that step in SRAM
+//!   dB, dC        per step: summed over the warp's channels by a transposing butterfly
+//!                 (each round halves the values a lane holds), over the CTA's warps in
+//!                 SRAM (`red`), then one partial per CTA to HBM (stored, or added with
+//!                 red.global.add)
+//!   epilogue      per (channel, 16-byte vector): du = dt sgb + D dy, ddelta = (u sgb +
+//!                 sga) softplus'(x), dz = dout (y + D u) silu'(z) to HBM; dD and
+//!                 ddelta_bias summed per channel in SRAM
+//! At the end: dh is dinitial_state, the dA sums and the SRAM sums go to per-batch-row
+//! partials (the host sums them over the batch with `scan_bwd_sum_f32`, in order).
+//!
+//! Cost per (step, state): 3 ex2 (pass A, the block recompute, the walk) and ~20 other
+//! instructions, against the forward's 1 and ~12.
+//! SRAM: ScanBwdSmem::new(d_state, elem, NS): 70 KiB at d_state 16, bf16, NS = 4.
+
+use super::common::{BcTile, LOG2E, bc_to_f32, copy_vec, sigmoid, silu, softplus};
+use super::*;
+use crate::device::atomic::red_add_f32;
+use crate::device::cp_async::{commit, wait_group};
+use crate::device::math::{exp2, fma};
+use crate::device::thread::{block_x, block_y, sync_threads, tid};
+use crate::device::warp::{shfl_xor, sync_warp};
+use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram, unroll};
+
+const SEG: u32 = SCAN_CHECKPOINT;
+const BLOCK: u32 = SCAN_BWD_BLOCK;
+const LN2: f32 = core::f32::consts::LN_2;
+
+/// Where this CTA sits: batch row, group, its channels [c0, c0 + n_ch), and its index
+/// among the group's CTAs (its part of dB and dC in deterministic mode).
+#[derive(Clone, Copy)]
+struct Cta {
+    b: usize,
+    g: usize,
+    c0: usize,
+    n_ch: u32,
+    part: u32,
+}
+
+/// Issues the copies of the segment at `t0` into the raw rows; zeros past the end and for
+/// absent channels or states.
+#[inline(always)]
+unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u32, aligned: bool) {
+    let (vecs, lanes) = (lay.raw_row / 16, T::LANES as u32);
+    let mut i = tid();
+    while i < lay.channels * vecs {
+        let (r, vec) = (i / vecs, i % vecs);
+        let row = cta.b * p.dim as usize + cta.c0 + r as usize;
+        let (t, ok) = (t0 + vec * lanes, r < cta.n_ch);
+        let at = |k: u32| Sram::at(lay.raw(k, r)).byte(vec * 16);
+        unsafe {
+            copy_vec::<T>(at(0), p.u, row, t, ok, p.seqlen, aligned);
+            copy_vec::<T>(at(1), p.delta, row, t, ok, p.seqlen, aligned);
+            copy_vec::<T>(at(2), p.dout, row, t, ok, p.seqlen, aligned);
+            if p.z != 0 {
+                copy_vec::<T>(at(3), p.z, row, t, ok, p.seqlen, aligned);
+            }
+        }
+        i += lay.threads;
+    }
+    let mut i = tid();
+    while i < lay.states * vecs {
+        let (n, vec) = (i / vecs, i % vecs);
+        let row = (cta.b * p.groups as usize + cta.g) * p.d_state as usize + n as usize;
+        let (t, ok, at) = (t0 + vec * lanes, n < p.d_state, n * lay.raw_row + vec * 16);
+        unsafe {
+            copy_vec::<T>(Sram::at(lay.raw_b).byte(at), p.b, row, t, ok, p.seqlen, aligned);
+            copy_vec::<T>(Sram::at(lay.raw_c).byte(at), p.c, row, t, ok, p.seqlen, aligned);
+        }
+        i += lay.threads;
+    }
+}
+
+/// Per (channel, step) of the staged segment: dt = delta' (0 past the end: the state
+/// is kept, nothing flows), dtu = dt u, dy = dout silu(z) (or dout) into the f32 tiles.
+#[inline(always)]
+unsafe fn convert_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, valid: u32) {
+    let (vecs, lanes) = (lay.raw_row / 16, T::LANES as u32);
+    let mut i = tid();
+    while i < lay.channels * vecs {
+        let (r, vec) = (i / vecs, i % vecs);
+        let bias = if r < cta.n_ch && p.delta_bias != 0 {
+            unsafe { Hbm::<f32>::from_addr(p.delta_bias).load(cta.c0 + r as usize) }
+        } else {
+            0.0
+        };
+        let raw = |k: u32| T::unpack_v4(unsafe { Sram::at(lay.raw(k, r)).ld_v4(vec * 16) });
+        let (ur, dr, gr) = (raw(0), raw(1), raw(2));
+        let (mut dt, mut dtu, mut dy) = ([0.0f32; 8], [0.0f32; 8], gr);
+        if p.delta_softplus != 0 {
+            unroll::<8, _>(|e| dt[e] = softplus(dr[e] + bias));
+        } else {
+            unroll::<8, _>(|e| dt[e] = dr[e] + bias);
+        }
+        if p.z != 0 {
+            let zr = raw(3);
+            unroll::<8, _>(|e| dy[e] = gr[e] * silu(zr[e]));
+        }
+        unroll::<8, _>(|e| {
+            if vec * lanes + e as u32 >= valid {
+                dt[e] = 0.0;
+            }
+            dtu[e] = dt[e] * ur[e];
+        });
+        let at = r * lay.row_f32() + vec * lanes * 4;
+        store_f32s::<T>(Sram::at(lay.dt + at), &dt);
+        store_f32s::<T>(Sram::at(lay.dtu + at), &dtu);
+        store_f32s::<T>(Sram::at(lay.dy + at), &dy);
+        i += lay.threads;
+    }
+}
+
+/// The first `T::LANES` of `v` to SRAM as 16-byte vectors.
+#[inline(always)]
+fn store_f32s<T: Elem>(dst: Sram, v: &[f32; 8]) {
+    unroll::<2, _>(|half| {
+        if half * 4 < T::LANES {
+            let w = [
+                v[half * 4].to_bits(),
+                v[half * 4 + 1].to_bits(),
+                v[half * 4 + 2].to_bits(),
+                v[half * 4 + 3].to_bits(),
+            ];
+            unsafe { dst.st_v4(half as u32 * 16, w) };
+        }
+    });
+}
+
+/// `T::LANES` f32 from SRAM (16-byte vectors).
+#[inline(always)]
+fn load_f32s<T: Elem>(src: Sram) -> [f32; 8] {
+    let mut v = [0.0f32; 8];
+    unroll::<2, _>(|half| {
+        if half * 4 < T::LANES {
+            let w = unsafe { src.ld_v4(half as u32 * 16) };
+            unroll::<4, _>(|q| v[half * 4 + q] = f32::from_bits(w[q]));
+        }
+    });
+    v
+}
+
+/// 8 consecutive f32 of a tile row.
+#[inline(always)]
+fn load8(src: Sram) -> [f32; 8] {
+    let (lo, hi) = unsafe { (src.ld_v4(0), src.ld_v4(16)) };
+    let f = f32::from_bits;
+    [f(lo[0]), f(lo[1]), f(lo[2]), f(lo[3]), f(hi[0]), f(hi[1]), f(hi[2]), f(hi[3])]
+}
+
+/// This thread's B (`c` false) or C quarters of one step's bc row: NS values.
+#[inline(always)]
+fn bc_of<const NS: usize>(row: Sram, quarter: u32, c: bool) -> [f32; NS] {
+    let mut v = [0.0f32; NS];
+    unroll::<4, _>(|k| {
+        if k * 4 < NS {
+            let w = unsafe { row.ld_v4(k as u32 * quarter + if c { 16 } else { 0 }) };
+            unroll::<4, _>(|q| v[k * 4 + q] = f32::from_bits(w[q]));
+        }
+    });
+    v
+}
+
+/// One block of BLOCK steps of the recurrence from `h`; `keep(i, h)` sees the state
+/// after step i. The forward's exact arithmetic, so the states are the forward's.
+#[inline(always)]
+fn block_forward<const NS: usize>(
+    h: &mut [f32; NS],
+    a2: &[f32; NS],
+    dt: &[f32; 8],
+    dtu: &[f32; 8],
+    row0: Sram,
+    bc_row: u32,
+    quarter: u32,
+    mut keep: impl FnMut(usize, &[f32; NS]),
+) {
+    unroll::<8, _>(|i| {
+        let b = bc_of::<NS>(Sram { addr: row0.addr + i as u32 * bc_row }, quarter, false);
+        unroll::<NS, _>(|n| h[n] = fma(exp2(dt[i] * a2[n]), h[n], dtu[i] * b[n]));
+        keep(i, h);
+    });
+}
+
+/// Sums `db` and `dc` (this lane's NS states of one step) over the warp's channels and
+/// writes the sums to the warp's slot `slot` of `red` ([warps][2][states][flush_steps]).
+/// The lanes of a channel are `slices` adjacent lanes, so the warp holds `32 / slices`
+/// channels: each lane puts its 2 NS values in the warp's xch rows, then sums output
+/// o = (which, state) for o = lane, lane + 32, ... over the channels (2 NS loads and adds
+/// per lane at every slice count; no register arrays indexed by a runtime round count).
+#[inline(always)]
+fn reduce_bc<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], lay: ScanBwdSmem, slot: u32) {
+    let (lane, warp) = (tid() % 32, tid() / 32);
+    let xch = Sram::at(lay.xch + warp * 32 * lay.xch_row());
+    let mine = xch.skip(lane * lay.xch_row());
+    // The previous step's sums have all been read.
+    sync_warp();
+    unroll::<4, _>(|k| {
+        if k * 4 < NS {
+            let w = |v: &[f32; NS]| {
+                [v[k * 4].to_bits(), v[k * 4 + 1].to_bits(), v[k * 4 + 2].to_bits(), v[k * 4 + 3].to_bits()]
+            };
+            unsafe {
+                mine.st_v4(k as u32 * 16, w(db));
+                mine.st_v4((NS + k * 4) as u32 * 4, w(dc));
+            }
+        }
+    });
+    sync_warp();
+    let (ns, slices) = (NS as u32, lay.slices);
+    let mut o = lane;
+    while o < 2 * lay.states {
+        let (which, n) = (o / lay.states, o % lay.states);
+        // Channel ch of the warp holds state n in lane ch * slices + n / NS, entry
+        // which * NS + n % NS.
+        let from = xch.skip((n / ns) * lay.xch_row() + (which * ns + n % ns) * 4);
+        let mut s = 0.0;
+        let mut ch = 0;
+        while ch < 32 / slices {
+            s += unsafe { from.ld_f32(ch * slices * lay.xch_row()) };
+            ch += 1;
+        }
+        let at = ((warp * 2 + which) * lay.states + n) * lay.flush_steps + slot;
+        unsafe { Sram::at(lay.red).st_f32(at * 4, s) };
+        o += 32;
+    }
+}
+
+/// After a flush's barrier: the CTA's dB and dC of steps [t, t + flush_steps), summed
+/// over the warps in order, into this CTA's part (deterministic) or added to the one part.
+#[inline(always)]
+unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
+    let (f, ds) = (lay.flush_steps, p.d_state);
+    let mut i = tid();
+    while i < 2 * ds * f {
+        let (io, n, which) = (i % f, (i / f) % ds, i / (f * ds));
+        let mut s = 0.0;
+        let mut w = 0;
+        while w < lay.threads / 32 {
+            s += unsafe { Sram::at(lay.red + (((w * 2 + which) * lay.states + n) * f + io) * 4).ld_f32(0) };
+            w += 1;
+        }
+        let step = t + io;
+        if step < p.seqlen {
+            let part = if p.deterministic != 0 { cta.part as usize } else { 0 };
+            let row = (((part * 2 + which as usize) * p.batch as usize + cta.b) * p.groups as usize + cta.g)
+                * ds as usize
+                + n as usize;
+            let dst = HbmMut::<f32>::from_addr(p.dbc).offset(row * p.seqlen as usize + step as usize);
+            if p.deterministic != 0 {
+                unsafe { dst.store(0, s) };
+            } else {
+                unsafe { red_add_f32(dst.ptr(), s) };
+            }
+        }
+        i += lay.threads;
+    }
+}
+
+/// The segment's outputs, one 16-byte vector of a channel per item, from the staged
+/// inputs and the walk's sgb, sga, y; dD and ddelta_bias terms summed into `acc`.
+#[inline(always)]
+unsafe fn epilogue<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u32, aligned: bool) {
+    let (vecs, lanes) = (lay.raw_row / 16, T::LANES as u32);
+    let mut i = tid();
+    // channels * vecs is a multiple of 32: whole warps take part in the shuffles.
+    while i < lay.channels * vecs {
+        let (r, vec) = (i / vecs, i % vecs);
+        let t = t0 + vec * lanes;
+        let (mut dd_sum, mut dbias_sum) = (0.0f32, 0.0f32);
+        if r < cta.n_ch && t < p.seqlen {
+            let cc = cta.c0 + r as usize;
+            let at = (cta.b * p.dim as usize + cc) * p.seqlen as usize + t as usize;
+            let raw = |k: u32| T::unpack_v4(unsafe { Sram::at(lay.raw(k, r)).ld_v4(vec * 16) });
+            let (u, dl, g) = (raw(0), raw(1), raw(2));
+            let tile = |off: u32| load_f32s::<T>(Sram::at(off + r * lay.row_f32() + vec * lanes * 4));
+            let (sgb, sga, y) = (tile(lay.dt), tile(lay.dtu), tile(lay.dy));
+            let hbm = |addr: u64| if addr != 0 { unsafe { Hbm::<f32>::from_addr(addr).load(cc) } } else { 0.0 };
+            let (d, bias) = (hbm(p.d), hbm(p.delta_bias));
+            let (mut du, mut ddelta, mut dz) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+            let mut dy = g;
+            if p.z != 0 {
+                let z = raw(3);
+                unroll::<8, _>(|e| {
+                    let sz = sigmoid(z[e]);
+                    dy[e] = g[e] * z[e] * sz;
+                    dz[e] = g[e] * fma(d, u[e], y[e]) * sz * fma(z[e], 1.0 - sz, 1.0);
+                });
+            }
+            unroll::<8, _>(|e| {
+                let x = dl[e] + bias;
+                let (dt, slope) = if p.delta_softplus != 0 { (softplus(x), sigmoid(x)) } else { (x, 1.0) };
+                du[e] = fma(dt, sgb[e], d * dy[e]);
+                ddelta[e] = fma(u[e], sgb[e], sga[e] * LN2) * slope;
+                if e < T::LANES && t + (e as u32) < p.seqlen {
+                    dd_sum = fma(dy[e], u[e], dd_sum);
+                    dbias_sum += ddelta[e];
+                }
+            });
+            let store = |addr: u64, v: &[f32; 8]| {
+                let out = HbmMut::<T>::from_addr(addr);
+                if aligned {
+                    unsafe { out.store_v4(at, T::pack_v4(v)) };
+                } else {
+                    unroll::<8, _>(|e| {
+                        if e < T::LANES && t + (e as u32) < p.seqlen {
+                            unsafe { out.store(at + e, T::from_f32(v[e])) };
+                        }
+                    });
+                }
+            };
+            store(p.du, &du);
+            store(p.ddelta, &ddelta);
+            if p.dz != 0 {
+                store(p.dz, &dz);
+            }
+        }
+        // The row's vectors sit in `vecs` adjacent lanes.
+        let mut off = 1;
+        while off < vecs {
+            dd_sum += shfl_xor(dd_sum, off);
+            dbias_sum += shfl_xor(dbias_sum, off);
+            off *= 2;
+        }
+        // One writer per row (the same thread every segment): no race.
+        if vec == 0 && r < cta.n_ch {
+            let acc = Sram::at(lay.acc);
+            unsafe {
+                acc.st_f32(r * 4, acc.ld_f32(r * 4) + dd_sum);
+                acc.st_f32((lay.channels + r) * 4, acc.ld_f32((lay.channels + r) * 4) + dbias_sum);
+            }
+        }
+        i += lay.threads;
+    }
+}
+
+#[inline(always)]
+unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
+    let lay = ScanBwdSmem::new(p.d_state, T::BYTES, NS as u32);
+    let t_id = tid();
+    let (ch_l, slice) = (t_id / lay.slices, t_id % lay.slices);
+    let cpg = p.channels_per_group.max(1);
+    let part = block_x() % p.ctas_per_group.max(1);
+    let g = block_x() / p.ctas_per_group.max(1);
+    let first = part * lay.channels;
+    let n_ch = if cpg - first < lay.channels { cpg - first } else { lay.channels };
+    let cta = Cta { b: block_y() as usize, g: g as usize, c0: (g * cpg + first) as usize, n_ch, part };
+    let active = ch_l < n_ch;
+    let c = cta.c0 + ch_l as usize;
+    let bc = cta.b * p.dim as usize + c;
+    let ds = p.d_state as usize;
+    let n0 = slice as usize * NS;
+    let has = |n: usize| active && ((n0 + n) as u32) < p.d_state;
+    let aligned = (p.seqlen * T::BYTES) % 16 == 0;
+
+    // Registers: A log2(e), dL/dh (from dfinal_state), the dA sums. Zero for absent
+    // states and channels, which then add nothing anywhere.
+    let (mut a2, mut dh, mut da) = ([0.0f32; NS], [0.0f32; NS], [0.0f32; NS]);
+    unroll::<NS, _>(|n| {
+        if has(n) {
+            a2[n] = unsafe { Hbm::<f32>::from_addr(p.a).load(c * ds + n0 + n) } * LOG2E;
+            if p.dfinal_state != 0 {
+                dh[n] = unsafe { Hbm::<f32>::from_addr(p.dfinal_state).load(bc * ds + n0 + n) };
+            }
+        }
+    });
+    let mut i = t_id;
+    while i < 2 * lay.channels {
+        unsafe { Sram::at(lay.acc).st_f32(i * 4, 0.0) };
+        i += lay.threads;
+    }
+
+    let n_ckpt = scan_checkpoints(p.seqlen);
+    let quarter = lay.slices * 32;
+    let f = lay.flush_steps;
+    let (dt_row, dtu_row, dy_row) = (
+        Sram::at(lay.dt + ch_l * lay.row_f32()),
+        Sram::at(lay.dtu + ch_l * lay.row_f32()),
+        Sram::at(lay.dy + ch_l * lay.row_f32()),
+    );
+    let snap = |j: u32| Sram::at(lay.snap + ((j - 1) * lay.threads + t_id) * NS as u32 * 4);
+    let mut s = n_ckpt;
+    while s > 0 {
+        s -= 1;
+        let t0 = s * SEG;
+        let valid = if p.seqlen - t0 < SEG { p.seqlen - t0 } else { SEG };
+        // Every thread is past the previous segment's epilogue: the raw rows are free.
+        sync_threads();
+        unsafe { stage_segment::<T>(p, lay, cta, t0, aligned) };
+        commit();
+        wait_group::<0>();
+        sync_threads();
+        unsafe { convert_segment::<T>(p, lay, cta, valid) };
+        let tile = BcTile {
+            raw: Sram::at(lay.raw_b).addr,
+            row_bytes: lay.raw_row,
+            tile: Sram::at(lay.bc).addr,
+            tile_row: lay.bc_row(),
+            states: lay.states,
+            slices: lay.slices,
+            threads: lay.threads,
+        };
+        unsafe { bc_to_f32::<T, NS>(tile, t_id) };
+        sync_threads();
+
+        let mut h0 = [0.0f32; NS];
+        unroll::<NS, _>(|n| {
+            if has(n) {
+                let at = (bc * n_ckpt as usize + s as usize) * ds + n0 + n;
+                h0[n] = unsafe { Hbm::<f32>::from_addr(p.checkpoints).load(at) };
+            }
+        });
+        let blocks = valid.div_ceil(BLOCK);
+        let row_of = |j: u32| Sram::at(lay.bc + j * BLOCK * lay.bc_row() + slice * 32).pinned();
+
+        // Pass A: the states at the start of blocks 1.. (block 0 starts from h0).
+        let mut h = h0;
+        let mut j = 0;
+        while j + 1 < blocks {
+            let (dt, dtu) = (load8(dt_row.skip(j * BLOCK * 4)), load8(dtu_row.skip(j * BLOCK * 4)));
+            block_forward::<NS>(&mut h, &a2, &dt, &dtu, row_of(j), lay.bc_row(), quarter, |_, _| {});
+            j += 1;
+            let to = snap(j);
+            unroll::<4, _>(|k| {
+                if k * 4 < NS {
+                    unsafe {
+                        to.st_v4(
+                            k as u32 * 16,
+                            [
+                                h[k * 4].to_bits(),
+                                h[k * 4 + 1].to_bits(),
+                                h[k * 4 + 2].to_bits(),
+                                h[k * 4 + 3].to_bits(),
+                            ],
+                        )
+                    };
+                }
+            });
+        }
+
+        // The walk.
+        let mut j = blocks;
+        while j > 0 {
+            j -= 1;
+            let mut start = h0;
+            if j > 0 {
+                let from = snap(j);
+                unroll::<4, _>(|k| {
+                    if k * 4 < NS {
+                        let w = unsafe { from.ld_v4(k as u32 * 16) };
+                        unroll::<4, _>(|q| start[k * 4 + q] = f32::from_bits(w[q]));
+                    }
+                });
+            }
+            let (dt, dtu) = (load8(dt_row.skip(j * BLOCK * 4)), load8(dtu_row.skip(j * BLOCK * 4)));
+            let row0 = row_of(j);
+            let mut hs = [[0.0f32; NS]; 8];
+            let mut h = start;
+            block_forward::<NS>(&mut h, &a2, &dt, &dtu, row0, lay.bc_row(), quarter, |i, h| hs[i] = *h);
+            // The walk reads B, C, dtu and dy step by step (a fresh address: not the
+            // recompute's loads kept alive for 8 steps); the decays are recomputed: keeping
+            // them would hold 8 x NS more registers.
+            let walk_row0 = row0.pinned();
+            unroll::<8, _>(|k| {
+                let i = 7 - k;
+                let step = j * BLOCK + i as u32;
+                let row = walk_row0.skip(i as u32 * lay.bc_row());
+                let (b, cc) = (bc_of::<NS>(row, quarter, false), bc_of::<NS>(row, quarter, true));
+                let (dt_i, dtu_i, dy_i) =
+                    unsafe { (dt_row.ld_f32(step * 4), dtu_row.ld_f32(step * 4), dy_row.ld_f32(step * 4)) };
+                let prev = if i == 0 { start } else { hs[if i == 0 { 0 } else { i - 1 }] };
+                let (mut y, mut sgb, mut sga) = (0.0f32, 0.0f32, 0.0f32);
+                let (mut dbv, mut dcv) = ([0.0f32; NS], [0.0f32; NS]);
+                unroll::<NS, _>(|n| {
+                    let decay = exp2(dt_i * a2[n]);
+                    let gh = fma(dy_i, cc[n], dh[n]);
+                    y = fma(hs[i][n], cc[n], y);
+                    dbv[n] = gh * dtu_i;
+                    dcv[n] = dy_i * hs[i][n];
+                    sgb = fma(gh, b[n], sgb);
+                    let carried = gh * decay;
+                    let gd = carried * prev[n];
+                    sga = fma(a2[n], gd, sga);
+                    da[n] = fma(dt_i, gd, da[n]);
+                    dh[n] = carried;
+                });
+                let mut off = 1;
+                while off < lay.slices {
+                    y += shfl_xor(y, off);
+                    sgb += shfl_xor(sgb, off);
+                    sga += shfl_xor(sga, off);
+                    off *= 2;
+                }
+                // Every slice of the channel has read step i's dt, dtu, dy (its shuffled
+                // sums needed them): the sums take their place.
+                if slice == 0 {
+                    unsafe {
+                        dt_row.st_f32(step * 4, sgb);
+                        dtu_row.st_f32(step * 4, sga);
+                        dy_row.st_f32(step * 4, y);
+                    }
+                }
+                reduce_bc::<NS>(&dbv, &dcv, lay, (i as u32) % f);
+                if (i as u32) % f == 0 {
+                    sync_threads();
+                    unsafe { push_bc(p, lay, cta, t0 + step) };
+                    sync_threads();
+                }
+            });
+        }
+        unsafe { epilogue::<T>(p, lay, cta, t0, aligned) };
+    }
+
+    // dA of this batch row; dL/dh before the first step; the SRAM sums of dD, ddelta_bias.
+    unroll::<NS, _>(|n| {
+        if has(n) {
+            unsafe { HbmMut::<f32>::from_addr(p.da_part).store(bc * ds + n0 + n, da[n]) };
+            if p.dinitial_state != 0 {
+                unsafe { HbmMut::<f32>::from_addr(p.dinitial_state).store(bc * ds + n0 + n, dh[n]) };
+            }
+        }
+    });
+    sync_threads();
+    let mut i = t_id;
+    while i < n_ch {
+        let at = cta.b * p.dim as usize + cta.c0 + i as usize;
+        let acc = Sram::at(lay.acc);
+        unsafe {
+            HbmMut::<f32>::from_addr(p.dd_part).store(at, acc.ld_f32(i * 4));
+            HbmMut::<f32>::from_addr(p.dbias_part).store(at, acc.ld_f32((lay.channels + i) * 4));
+        }
+        i += lay.threads;
+    }
+}
+
+/// `dst[i] = T(sum_p src[p * len + i])` (see ScanSumParams): parts added in order.
+#[inline(always)]
+unsafe fn scan_bwd_sum<T: Elem>(p: &ScanSumParams) {
+    let stride = (crate::device::thread::grid_x() * SCAN_SUM_THREADS) as u64;
+    let mut i = (block_x() * SCAN_SUM_THREADS + tid()) as u64;
+    let src = Hbm::<f32>::from_addr(p.src);
+    while i < p.len {
+        let mut s = 0.0f32;
+        let mut k = 0;
+        while k < p.parts {
+            s += unsafe { src.load((k as u64 * p.len + i) as usize) };
+            k += 1;
+        }
+        let (dst, at) = if i < p.split { (p.dst, i) } else { (p.dst2, i - p.split) };
+        unsafe { HbmMut::<T>::from_addr(dst).store(at as usize, T::from_f32(s)) };
+        i += stride;
+    }
+}
+
+macro_rules! scan_bwd_entry {
+    ($name:ident, $t:ty, $ns:expr) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "ptx-kernel" fn $name(p: ScanBwdParams) {
+            unsafe { scan_bwd::<$t, $ns>(&p) }
+        }
+    };
+}
+
+// Suffix: states per thread (scan_bwd_states_per_thread).
+scan_bwd_entry!(scan_bwd_f32_s4, f32, 4);
+scan_bwd_entry!(scan_bwd_f32_s8, f32, 8);
+scan_bwd_entry!(scan_bwd_bf16_s4, Bf16, 4);
+scan_bwd_entry!(scan_bwd_bf16_s8, Bf16, 8);
+scan_bwd_entry!(scan_bwd_f16_s4, F16, 4);
+scan_bwd_entry!(scan_bwd_f16_s8, F16, 8);
+
+macro_rules! scan_sum_entry {
+    ($name:ident, $t:ty) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "ptx-kernel" fn $name(p: ScanSumParams) {
+            unsafe { scan_bwd_sum::<$t>(&p) }
+        }
+    };
+}
+
+scan_sum_entry!(scan_bwd_sum_f32, f32);
+scan_sum_entry!(scan_bwd_sum_bf16, Bf16);
+scan_sum_entry!(scan_bwd_sum_f16, F16);

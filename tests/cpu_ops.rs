@@ -61,8 +61,16 @@ fn ops_validate_arguments() {
 
     let t = ops::rotary_tables(16, 8, 10000.0, Device::Cpu).unwrap();
     assert_eq!(t.cos.shape(), &[16, 4]);
-    assert_shape_error(error_of(ops::rotary(&zeros::<bf16>(&[2, 4, 8]), &t, 0, RotaryStyle::NeoX)), "x", "4 dimensions");
-    assert_shape_error(error_of(ops::rotary(&zeros::<bf16>(&[1, 4, 2, 6]), &t, 0, RotaryStyle::NeoX)), "x", "rot_dim = 8");
+    assert_shape_error(
+        error_of(ops::rotary(&zeros::<bf16>(&[2, 4, 8]), &t, 0, RotaryStyle::NeoX)),
+        "x",
+        "4 dimensions",
+    );
+    assert_shape_error(
+        error_of(ops::rotary(&zeros::<bf16>(&[1, 4, 2, 6]), &t, 0, RotaryStyle::NeoX)),
+        "x",
+        "rot_dim = 8",
+    );
     match error_of(ops::rotary(&zeros::<bf16>(&[1, 4, 2, 8]), &t, 13, RotaryStyle::NeoX)) {
         Error::Value { arg: "position_offset", .. } => {}
         e => panic!("wrong error {e:?}"),

@@ -143,7 +143,15 @@ fn gpu_decode_steps_match_cpu() {
 /// prefill on the same inputs: conv outputs and the final conv state bitwise (the same
 /// `conv_point` FMAs), the scan's outputs and final state to f32 rounding (the step and
 /// the scan sum over the states in different orders).
-fn decode_equals_prefill<T: Element>(batch: usize, dim: usize, groups: usize, n: usize, width: usize, l: usize, all: bool) {
+fn decode_equals_prefill<T: Element>(
+    batch: usize,
+    dim: usize,
+    groups: usize,
+    n: usize,
+    width: usize,
+    l: usize,
+    all: bool,
+) {
     let dev = gpu();
     let mut rng = Rng::new((batch * 1000 + dim * 10 + n + width + l) as u64);
     let what = format!("b={batch} dim={dim} groups={groups} n={n} width={width} L={l} all={all} ({})", T::DTYPE);
@@ -158,7 +166,8 @@ fn decode_equals_prefill<T: Element>(batch: usize, dim: usize, groups: usize, n:
     let dbias: ArrayD<f32> = rng.fill(&[dim], |r| 0.05 * r.std_normal());
     let copts = Conv1dOptions { silu: all };
     let (wt, wbt) = (on(&w, dev), all.then(|| on(&wb, dev)));
-    let (at, dt, zt, dbt) = (on(&a, dev), all.then(|| on(&dd, dev)), all.then(|| on(&z, dev)), all.then(|| on(&dbias, dev)));
+    let (at, dt, zt, dbt) =
+        (on(&a, dev), all.then(|| on(&dd, dev)), all.then(|| on(&z, dev)), all.then(|| on(&dbias, dev)));
 
     let conv = causal_conv1d(&on(&x, dev), &wt, wbt.as_ref(), None, &copts).unwrap();
     let (deltat, bt, ct) = (on(&delta, dev), on(&bm, dev), on(&cm, dev));
@@ -219,4 +228,19 @@ fn gpu_decode_equals_prefill() {
         }
     }
     decode_equals_prefill::<f16>(2, 16, 1, 16, 4, 30, true);
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_decode_small_ragged() {
+    // A few small cases for compute-sanitizer: d_state not a multiple of 4 (element path),
+    // partial CTAs, groups, every option.
+    for (i, &(batch, dim, groups, d_state, width)) in
+        [(1, 5, 1, 3, 4), (3, 130, 2, 17, 8), (2, 33, 1, 256, 2)].iter().enumerate()
+    {
+        let c = StepCase { batch, dim, groups, d_state, width, all: true, seed: 900 + i as u64 };
+        check_step::<f32>(&c);
+        check_step::<bf16>(&c);
+    }
+    decode_equals_prefill::<bf16>(2, 20, 2, 13, 4, 6, true);
 }

@@ -172,4 +172,3 @@ pub fn cases_with(
 pub fn check<T: Element>(case: &ConvCase) -> Result<(), String> {
     check_on::<T>(case, Device::Cpu, tol::<T>())
 }
-

@@ -28,7 +28,13 @@ fn f64s<E: Element>(a: &ArrayD<E>) -> ArrayD<f64> {
     a.mapv(|v| v.to_f64())
 }
 
-fn compare(what: &str, got: &ArrayD<f64>, want: &ArrayD<f64>, scale: &[f64], (rtol, atol): (f64, f64)) -> Result<(), String> {
+fn compare(
+    what: &str,
+    got: &ArrayD<f64>,
+    want: &ArrayD<f64>,
+    scale: &[f64],
+    (rtol, atol): (f64, f64),
+) -> Result<(), String> {
     if got.shape() != want.shape() {
         return Err(format!("{what}: shape {:?}, expected {:?}", got.shape(), want.shape()));
     }
@@ -42,7 +48,14 @@ fn compare(what: &str, got: &ArrayD<f64>, want: &ArrayD<f64>, scale: &[f64], (rt
 
 /// `op` over a random `shape` (values in [-range, range]) on `device`, with a bias along
 /// the last axis when asked (activations) or a second input (Add, MulSilu).
-pub fn check_ew<T: Element>(device: Device, op: EwOp, shape: &[usize], with_bias: bool, range: f32, seed: u64) -> Result<(), String> {
+pub fn check_ew<T: Element>(
+    device: Device,
+    op: EwOp,
+    shape: &[usize],
+    with_bias: bool,
+    range: f32,
+    seed: u64,
+) -> Result<(), String> {
     let mut rng = Rng::new(seed);
     let cols = shape[shape.len() - 1];
     let x: ArrayD<T> = rng.array(shape, -range, range);
@@ -68,7 +81,11 @@ pub fn check_ew<T: Element>(device: Device, op: EwOp, shape: &[usize], with_bias
         .iter()
         .zip(&zf)
         .enumerate()
-        .map(|(i, (a, b))| a.abs() + if op.binary() { b.abs() } else { 0.0 } + if bias_t.is_some() { bvec[i % cols].abs() } else { 0.0 })
+        .map(|(i, (a, b))| {
+            a.abs()
+                + if op.binary() { b.abs() } else { 0.0 }
+                + if bias_t.is_some() { bvec[i % cols].abs() } else { 0.0 }
+        })
         .collect();
     let what = format!("{op:?} {shape:?} bias={} ({}) on {device}", bias_t.is_some(), T::DTYPE);
     compare(&what, &got, &want, &scale, tols::<T>())
@@ -90,7 +107,8 @@ pub fn check_rotary<T: Element>(
     let base = 10000.0;
     let tables = ops::rotary_tables(offset + shape[1], rot_dim, base, device).map_err(|e| e.to_string())?;
     let xt = Tensor::from_array(x.clone(), device).map_err(|e| e.to_string())?;
-    let y = ops::rotary(&xt, &tables, offset, style).map_err(|e| e.to_string())?.to_array().map_err(|e| e.to_string())?;
+    let y =
+        ops::rotary(&xt, &tables, offset, style).map_err(|e| e.to_string())?.to_array().map_err(|e| e.to_string())?;
     let xf = f64s(&x);
     let want = rf::rotary(&xf, rot_dim, base, offset, style);
     // Each output is x_a cos +- x_b sin: the scale of its error is |x_a| + |x_b| <= 2 max.

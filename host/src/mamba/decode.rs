@@ -11,8 +11,8 @@
 //! agrees with the GPU scan to f32 rounding.
 
 use super::conv::{Conv1dOptions, activate, conv_point, validate_weights};
-use super::decode_gpu::{self, SsmDims};
 use super::cpu::{delta_eff, dot, silu, step, tensor};
+use super::decode_gpu::{self, SsmDims};
 use super::{SCAN_MAX_STATE, arg, rank};
 use crate::tensor::check;
 use crate::{Device, Element, Error, Result, Tensor};
@@ -137,19 +137,7 @@ pub fn selective_state_update<T: Element>(
     }
     if let Device::Cuda(_) = device {
         let dims = SsmDims { batch, dim, d_state: n, groups };
-        return decode_gpu::selective_state_update(
-            state,
-            x,
-            delta,
-            a,
-            b,
-            c,
-            d,
-            z,
-            delta_bias,
-            delta_softplus,
-            &dims,
-        );
+        return decode_gpu::selective_state_update(state, x, delta, a, b, c, d, z, delta_bias, delta_softplus, &dims);
     }
 
     let (xv, dv, av) = (to_f32(x, "x")?, to_f32(delta, "delta")?, to_f32(a, "a")?);

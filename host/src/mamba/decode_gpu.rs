@@ -16,7 +16,11 @@ fn addr<E: Element>(t: Option<&Tensor<E>>, name: &'static str) -> Result<u64> {
 fn blocks(threads: usize, arg: &'static str, shape: &[usize]) -> Result<u32> {
     let b = threads.div_ceil(DECODE_THREADS as usize);
     if b > i32::MAX as usize {
-        return Err(Error::Shape { arg, got: shape.to_vec(), expected: "batch x dim small enough for one grid".into() });
+        return Err(Error::Shape {
+            arg,
+            got: shape.to_vec(),
+            expected: "batch x dim small enough for one grid".into(),
+        });
     }
     Ok(b as u32)
 }
@@ -80,7 +84,11 @@ pub(super) fn selective_state_update<T: Element>(
     let slices = ssm_slices(n);
     let grid = blocks(s.batch * s.dim * slices as usize, "state", sg.shape())?;
     if s.dim > u32::MAX as usize || s.batch > u32::MAX as usize {
-        return Err(Error::Shape { arg: "state", got: sg.shape().to_vec(), expected: "batch and dim below 2^32".into() });
+        return Err(Error::Shape {
+            arg: "state",
+            got: sg.shape().to_vec(),
+            expected: "batch and dim below 2^32".into(),
+        });
     }
     let out = GpuTensor::<T>::uninit(&gpu, &[s.batch, s.dim])?;
     let params = SsmUpdateParams {

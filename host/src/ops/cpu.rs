@@ -70,7 +70,11 @@ pub(super) fn rotary<T: Element>(x: &Tensor<T>, tables: &RotaryTables, s: &Rotar
     let sin = tables.sin.cpu_data("tables.sin")?;
     let (cos, sin) = (cos.as_slice_memory_order(), sin.as_slice_memory_order());
     let (Some(cos), Some(sin)) = (cos, sin) else {
-        return Err(Error::Shape { arg: "tables.cos", got: tables.cos.shape().to_vec(), expected: "contiguous".into() });
+        return Err(Error::Shape {
+            arg: "tables.cos",
+            got: tables.cos.shape().to_vec(),
+            expected: "contiguous".into(),
+        });
     };
     let (hd, half) = (s.head_dim, s.rot_dim / 2);
     let mut y = Vec::with_capacity(xv.len());

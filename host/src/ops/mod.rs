@@ -215,15 +215,7 @@ pub fn rotary<T: Element>(
             expected: format!("position_offset + seqlen ({}) <= the tables' {} positions", xs[1], cs[0]),
         });
     }
-    let s = RotaryShape {
-        batch: xs[0],
-        seqlen: xs[1],
-        heads: xs[2],
-        head_dim: xs[3],
-        rot_dim,
-        position_offset,
-        style,
-    };
+    let s = RotaryShape { batch: xs[0], seqlen: xs[1], heads: xs[2], head_dim: xs[3], rot_dim, position_offset, style };
     match device {
         Device::Cpu => cpu::rotary(x, tables, &s),
         Device::Cuda(_) => gpu::rotary(x, tables, &s),

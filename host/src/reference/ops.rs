@@ -53,13 +53,7 @@ pub fn rotary_angles(max_positions: usize, rot_dim: usize, base: f64) -> Vec<f64
 
 /// The rotary embedding of x `[batch, seqlen, heads, head_dim]` (first rot_dim features
 /// of each head), token t at position `position_offset + t`, angles in f64.
-pub fn rotary(
-    x: &ArrayD<f64>,
-    rot_dim: usize,
-    base: f64,
-    position_offset: usize,
-    style: RotaryStyle,
-) -> ArrayD<f64> {
+pub fn rotary(x: &ArrayD<f64>, rot_dim: usize, base: f64, position_offset: usize, style: RotaryStyle) -> ArrayD<f64> {
     let s = x.shape();
     let (seqlen, heads, hd) = (s[1], s[2], s[3]);
     let half = rot_dim / 2;

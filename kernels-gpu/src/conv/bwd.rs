@@ -118,12 +118,16 @@ unsafe fn conv1d_bwd<T: Elem>(p: &ConvParams) {
         let (row, seg) = div_rem(task, segs);
         let c = div_rem(row, dim).1;
         let (wr, bias) = unsafe { channel_weights::<T>(p, c) };
-        let init =
-            if p.initial_state != 0 { Hbm::<T>::from_addr(p.initial_state).offset(row * w1) } else { Hbm::from_addr(0) };
+        let init = if p.initial_state != 0 {
+            Hbm::<T>::from_addr(p.initial_state).offset(row * w1)
+        } else {
+            Hbm::from_addr(0)
+        };
         let xs = RowSrc { src: Hbm::<T>::from_addr(p.x).offset(row * l), init, seqlen: l, nvec, w1, aligned };
         let dys = RowSrc { src: Hbm::<T>::from_addr(p.dy).offset(row * l), init: Hbm::from_addr(0), ..xs };
         let dx = HbmMut::<T>::from_addr(p.dx).offset(row * l);
-        let dfin = if p.dfinal_state != 0 { Hbm::<T>::from_addr(p.dfinal_state).offset(row * w1) } else { Hbm::from_addr(0) };
+        let dfin =
+            if p.dfinal_state != 0 { Hbm::<T>::from_addr(p.dfinal_state).offset(row * w1) } else { Hbm::from_addr(0) };
         let v0 = (seg * CONV_SEG_STEPS as usize) as i64 * body;
         let left = ((nvec - v0) as u64).div_ceil(lay.body as u64);
         let steps = if left < CONV_SEG_STEPS as u64 { left as u32 } else { CONV_SEG_STEPS };

@@ -70,8 +70,11 @@ unsafe fn conv1d_fwd<T: Elem>(p: &ConvParams) {
     while task < tasks {
         let (row, seg) = div_rem(task, segs);
         let (wr, bias) = unsafe { channel_weights::<T>(p, div_rem(row, dim).1) };
-        let init =
-            if p.initial_state != 0 { Hbm::<T>::from_addr(p.initial_state).offset(row * w1) } else { Hbm::from_addr(0) };
+        let init = if p.initial_state != 0 {
+            Hbm::<T>::from_addr(p.initial_state).offset(row * w1)
+        } else {
+            Hbm::from_addr(0)
+        };
         let src = RowSrc { src: Hbm::<T>::from_addr(p.x).offset(row * l), init, seqlen: l, nvec, w1, aligned };
         let y = HbmMut::<T>::from_addr(p.y).offset(row * l);
         let v0 = (seg * CONV_SEG_STEPS as usize) as i64 * body;

@@ -8,18 +8,11 @@ use crate::kernels::conv::{
     ConvReduceParams, ConvSmem, conv_segments,
 };
 use crate::runtime::{GpuTensor, LaunchGrid};
+use crate::tensor::device_addr_or_0 as addr;
 use crate::{Element, Error, Result, Tensor};
 
 /// Most CTAs of a conv grid: larger problems are walked grid-stride by the warps.
 const MAX_GRID: usize = 1 << 20;
-
-/// The device address of an optional input (0 when absent).
-fn addr<E: Element>(t: Option<&Tensor<E>>, name: &'static str) -> Result<u64> {
-    Ok(match t {
-        Some(t) => t.gpu_data(name)?.device_addr(),
-        None => 0,
-    })
-}
 
 /// The launch-size limits of the kernels' index math, checked before any allocation.
 fn check_limits(x: &Tensor<impl Element>, s: &ConvShape, seqlen: usize) -> Result<()> {
@@ -36,6 +29,33 @@ fn check_limits(x: &Tensor<impl Element>, s: &ConvShape, seqlen: usize) -> Resul
 /// CTAs for `tasks` warp tasks.
 fn grid(tasks: usize) -> u32 {
     tasks.div_ceil(CONV_WARPS as usize).clamp(1, MAX_GRID) as u32
+}
+
+/// The parameters both directions share: inputs, shape, options.
+#[allow(clippy::too_many_arguments)]
+fn common_params<T: Element>(
+    x: &Tensor<T>,
+    weight: &Tensor<T>,
+    bias: Option<&Tensor<T>>,
+    initial_state: Option<&Tensor<T>>,
+    opts: &Conv1dOptions,
+    s: &ConvShape,
+    seqlen: usize,
+    segments: u32,
+) -> Result<ConvParams> {
+    Ok(ConvParams {
+        x: x.gpu_data("x")?.device_addr(),
+        weight: weight.gpu_data("weight")?.device_addr(),
+        bias: addr(bias, "bias")?,
+        initial_state: addr(initial_state, "initial_state")?,
+        batch: s.batch as u32,
+        dim: s.dim as u32,
+        seqlen: seqlen as u32,
+        width: s.width as u32,
+        segments,
+        silu: opts.silu as u32,
+        ..Default::default()
+    })
 }
 
 pub(super) fn forward<T: Element>(
@@ -56,19 +76,9 @@ pub(super) fn forward<T: Element>(
     let eb = T::DTYPE.size_bytes();
     let segments = conv_segments(seqlen as u32, eb, CONV_FWD_VECS);
     let params = ConvParams {
-        x: xg.device_addr(),
-        weight: weight.gpu_data("weight")?.device_addr(),
-        bias: addr(bias, "bias")?,
-        initial_state: addr(initial_state, "initial_state")?,
         y: y.device_addr(),
         final_state: final_state.device_addr(),
-        batch: s.batch as u32,
-        dim: s.dim as u32,
-        seqlen: seqlen as u32,
-        width: s.width as u32,
-        segments,
-        silu: opts.silu as u32,
-        ..Default::default()
+        ..common_params(x, weight, bias, initial_state, opts, s, seqlen, segments)?
     };
     let tasks = s.batch * s.dim * segments as usize;
     let smem = ConvSmem::new(CONV_FWD_VECS, eb, false).cta_bytes();
@@ -109,22 +119,12 @@ pub(super) fn backward<T: Element>(
     let dbias = bias.map(|_| GpuTensor::<T>::uninit(&gpu, &[s.dim])).transpose()?;
     let partials = GpuTensor::<f32>::uninit(&gpu, &[s.dim, records, CONV_PARTIAL as usize])?;
     let params = ConvParams {
-        x: xg.device_addr(),
-        weight: weight.gpu_data("weight")?.device_addr(),
-        bias: addr(bias, "bias")?,
-        initial_state: addr(initial_state, "initial_state")?,
         dy: dy.gpu_data("dy")?.device_addr(),
         dfinal_state: addr(dfinal_state, "dfinal_state")?,
         dx: dx.device_addr(),
         dinitial_state: dinit.as_ref().map_or(0, |t| t.device_addr()),
         partials: partials.device_addr(),
-        batch: s.batch as u32,
-        dim: s.dim as u32,
-        seqlen: seqlen as u32,
-        width: s.width as u32,
-        segments,
-        silu: opts.silu as u32,
-        ..Default::default()
+        ..common_params(x, weight, bias, initial_state, opts, s, seqlen, segments)?
     };
     let tasks = s.batch * s.dim * segments as usize;
     let smem = ConvSmem::new(CONV_BWD_VECS, eb, true).cta_bytes();

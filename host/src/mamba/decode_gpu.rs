@@ -3,14 +3,8 @@
 
 use crate::kernels::decode::{ConvUpdateParams, DECODE_THREADS, SsmUpdateParams, ssm_chunks, ssm_slices};
 use crate::runtime::{GpuTensor, LaunchGrid};
+use crate::tensor::device_addr_or_0 as addr;
 use crate::{Element, Error, Result, Tensor};
-
-fn addr<E: Element>(t: Option<&Tensor<E>>, name: &'static str) -> Result<u64> {
-    Ok(match t {
-        Some(t) => t.gpu_data(name)?.device_addr(),
-        None => 0,
-    })
-}
 
 /// CTAs of DECODE_THREADS for `threads` threads, within the grid's x limit.
 fn blocks(threads: usize, arg: &'static str, shape: &[usize]) -> Result<u32> {

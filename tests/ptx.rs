@@ -126,6 +126,8 @@ fn ptxas_accepts_every_kernel_without_spills_stack_or_smem_overrun() {
             for needle in k.must_contain {
                 assert!(body.contains(needle), "{} {}: PTX lacks `{needle}`", arch.name(), k.name);
             }
+            // A `trap` is a panic path that survived (a bounds or divide-by-zero check).
+            assert!(!body.contains("trap;"), "{} {}: PTX contains a panic path (`trap;`)", arch.name(), k.name);
         }
         // Every entry in the PTX is registered (so none escapes these checks).
         for name in

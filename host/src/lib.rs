@@ -5,7 +5,9 @@
 //!   kernels; `Device::Cpu` runs the same tiled algorithms on the CPU.
 //! - [`Tensor`] holds data on either; [`GpuTensor`] is the device-resident form.
 //! - Operations: [`norm`] (LayerNorm, RMSNorm), [`mamba`] (the Mamba-1 selective scan,
-//!   forward and backward; the causal conv1d and the one-token decode steps, CPU only).
+//!   forward and backward; the causal conv1d, forward and backward, and the one-token
+//!   decode steps), [`ops`] (activations with a fused bias, residual add, the Mamba gate,
+//!   rotary embedding).
 //! - [`reference`]: naive f64 implementations, the oracles of the tests.
 //! - [`runtime`]: the GPU runtime (context, PTX module, launches), for advanced use.
 //!
@@ -18,6 +20,7 @@ pub mod element;
 pub mod error;
 pub mod mamba;
 pub mod norm;
+pub mod ops;
 pub mod reference;
 pub mod runtime;
 pub mod tensor;

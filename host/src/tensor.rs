@@ -91,6 +91,15 @@ impl<T: Element> Tensor<T> {
     }
 }
 
+/// The device address of an optional GPU tensor `arg` for a kernel's launch parameters:
+/// 0 when absent (the kernels' "no such input").
+pub(crate) fn device_addr_or_0<T: Element>(t: Option<&Tensor<T>>, arg: &'static str) -> Result<u64> {
+    Ok(match t {
+        Some(t) => t.gpu_data(arg)?.device_addr(),
+        None => 0,
+    })
+}
+
 /// Argument checks shared by the operations.
 pub(crate) mod check {
     use super::*;

@@ -13,9 +13,12 @@
 extern crate std;
 
 pub mod attention;
+pub mod conv;
+pub mod decode;
 #[cfg(target_arch = "nvptx64")]
 pub mod device;
 pub mod dtype;
+pub mod elementwise;
 pub mod layout;
 pub mod mamba;
 pub mod norm;

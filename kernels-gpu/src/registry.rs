@@ -3,6 +3,7 @@
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
+use crate::conv::{CONV_BWD_SMEM_BUDGET, CONV_FWD_SMEM_BUDGET};
 use crate::mamba::{SCAN_BWD_SMEM_BUDGET, SCAN_FWD_SMEM_BUDGET};
 use crate::norm::{NORM_SHORT_SMEM_BUDGET, NORM_SMEM_BUDGET};
 use crate::selftest::SELFTEST_SMEM_BUDGET;
@@ -35,6 +36,16 @@ const SCAN_FWD: &[&str] = &[CP_ASYNC, "ex2.approx", "ld.shared.v4"];
 /// The scan backward: cp.async-staged segments, ex2 recomputation, warp-synchronised
 /// dB / dC sums, atomic or stored partials.
 const SCAN_BWD: &[&str] = &[CP_ASYNC, "ex2.approx", "bar.warp.sync", "red.global.add.f32"];
+
+/// The conv1d forward / backward: cp.async-staged steps per warp, 16-byte stores.
+const CONV_FWD: &[&str] = &[CP_ASYNC, "bar.warp.sync", "ld.shared.v4", "st.global.v4"];
+const CONV_BWD: &[&str] = &[CP_ASYNC, "bar.warp.sync", "ld.shared.v4", "st.global.v4", "shfl.sync.bfly"];
+/// The backward's fixed-order reduction of the per-warp partials.
+const CONV_REDUCE: &[&str] = &["shfl.sync.bfly"];
+/// The decode steps: the state as 16-byte vectors (ssm), the slices' butterfly.
+const SSM_UPDATE: &[&str] = &["ld.global.v4", "st.global.v4", "ex2.approx", "shfl.sync.bfly"];
+/// The elementwise stream: 16-byte vectors in and out.
+const EW: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 
 pub const KERNELS: &[KernelInfo] = &[
     k("layernorm_fwd_f32_t128", NORM_SHORT_SMEM_BUDGET, NORM),
@@ -79,6 +90,27 @@ pub const KERNELS: &[KernelInfo] = &[
     k("scan_bwd_sum_f32", 0, &[]),
     k("scan_bwd_sum_bf16", 0, &[]),
     k("scan_bwd_sum_f16", 0, &[]),
+    k("conv1d_fwd_f32", CONV_FWD_SMEM_BUDGET, CONV_FWD),
+    k("conv1d_fwd_bf16", CONV_FWD_SMEM_BUDGET, CONV_FWD),
+    k("conv1d_fwd_f16", CONV_FWD_SMEM_BUDGET, CONV_FWD),
+    k("conv1d_bwd_f32", CONV_BWD_SMEM_BUDGET, CONV_BWD),
+    k("conv1d_bwd_bf16", CONV_BWD_SMEM_BUDGET, CONV_BWD),
+    k("conv1d_bwd_f16", CONV_BWD_SMEM_BUDGET, CONV_BWD),
+    k("conv1d_bwd_reduce_f32", 0, CONV_REDUCE),
+    k("conv1d_bwd_reduce_bf16", 0, CONV_REDUCE),
+    k("conv1d_bwd_reduce_f16", 0, CONV_REDUCE),
+    k("conv1d_update_f32", 0, &[]),
+    k("conv1d_update_bf16", 0, &[]),
+    k("conv1d_update_f16", 0, &[]),
+    k("ssm_update_f32", 0, SSM_UPDATE),
+    k("ssm_update_bf16", 0, SSM_UPDATE),
+    k("ssm_update_f16", 0, SSM_UPDATE),
+    k("ew_f32", 0, EW),
+    k("ew_bf16", 0, EW),
+    k("ew_f16", 0, EW),
+    k("rotary_f32", 0, &[]),
+    k("rotary_bf16", 0, &[]),
+    k("rotary_f16", 0, &[]),
     k("selftest_ldmatrix", SELFTEST_SMEM_BUDGET, &[LDMATRIX]),
     k("selftest_mma_bf16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),
     k("selftest_mma_f16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),

@@ -2,10 +2,10 @@
 # On the GPU machine, from the bundle folder: every test (GPU ones included), the
 # compute-sanitizer memcheck and racecheck passes on small and ragged cases, the demo,
 # then the benchmarks (norm; attention and the selective scan against torch, each in one
-# run). Logs under $LOGS.
+# run; conv1d and the decode steps against the copy bandwidth). Logs under $LOGS.
 #
-#   ONLY=tests|bench_attention|bench_scan|bench_scan_bwd gpu/check_and_bench.sh   runs one
-#   part (the GPU tool stops a call after 10 minutes; each part fits one)
+#   ONLY=tests|bench_attention|bench_scan|bench_scan_bwd|bench_conv gpu/check_and_bench.sh
+#   runs one part (the GPU tool stops a call after 10 minutes; each part fits one)
 cd "$(dirname "$0")/.."
 export LOGS="${LOGS:-logs}"
 mkdir -p "$LOGS"
@@ -18,7 +18,9 @@ if part tests; then
     for t in "gpu_attention gpu_odd_shapes" "gpu_attention gpu_every_head_dim" "gpu_primitives" \
       "gpu_norm layer_norm_far_from_zero" "gpu_scan gpu_large_delta_stays_finite" \
       "gpu_scan gpu_two_halves_equal_one_run" "gpu_scan gpu_every_kernel_variant" \
-      "gpu_scan gpu_backward_small_and_ragged"; do
+      "gpu_scan gpu_backward_small_and_ragged" \
+      "gpu_conv gpu_conv_two_halves_equal_one_run" "gpu_conv gpu_conv_options_one_at_a_time" \
+      "gpu_decode gpu_decode_small_ragged" "gpu_ops gpu_ops_edge_shapes"; do
       set -- $t
       timeout 240 "$san" --tool "$tool" --error-exitcode 9 "tests/$1" --include-ignored --test-threads=1 ${2:-} \
         >"$LOGS/sanitizer_${tool}_$1_${2:-all}.log" 2>&1
@@ -41,4 +43,7 @@ fi
 if part bench_scan_bwd; then
   timeout 540 python3 gpu/bench_scan.py examples/bench_scan --bwd-only ${QUICK:+--quick} --out "$LOGS" 2>&1 \
     | tee "$LOGS/bench_scan_bwd.txt"
+fi
+if part bench_conv; then
+  timeout 300 examples/bench_conv >"$LOGS/bench_conv.json" 2>"$LOGS/bench_conv.txt"; cat "$LOGS/bench_conv.txt"
 fi

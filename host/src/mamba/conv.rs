@@ -18,8 +18,10 @@
 //! function, so one step of it gives bitwise the prefill's output), then rounded to T. The
 //! final state is the last width - 1 entries of xpad.
 //!
-//! Only the CPU is implemented: on `Device::Cuda` both functions return
-//! [`Error::Value`] on `x` (the GPU conv1d kernel is not written yet).
+//! On `Device::Cuda` both run the kernels of `kernels-gpu/src/conv` (`conv_gpu.rs`): the
+//! same sum in the same order with FMAs and the GPU's SiLU (ex2, rcp), so GPU and CPU
+//! agree to f32 rounding (not bitwise); the GPU backward sums dweight and dbias in a fixed
+//! order too (per-warp partials, then one warp per channel), so it is deterministic.
 
 use super::cpu::{sigmoid, silu, tensor};
 use super::{arg, rank};
@@ -89,15 +91,6 @@ pub(crate) fn validate_weights<T: Element>(
         arg("bias", bias.shape(), bias.device(), &[dim], device)?;
     }
     Ok(width)
-}
-
-/// The error of every conv / decode function given a CUDA tensor `arg`.
-pub(crate) fn no_gpu_kernel(arg: &'static str, op: &str) -> Error {
-    Error::Value {
-        arg,
-        got: "a CUDA tensor".into(),
-        expected: format!("a CPU tensor (the GPU {op} kernel is not written yet)"),
-    }
 }
 
 fn validate<T: Element>(
@@ -175,9 +168,8 @@ impl Rows {
 ///
 /// Errors: [`Error::Shape`] naming `x`, `weight`, `bias` or `initial_state`;
 /// [`Error::Value`] on `weight` when its width is not in 1..=8;
-/// [`Error::DeviceMismatch`] when an input is not on x's device. **Not implemented on the
-/// GPU yet**: a `Device::Cuda` x gives [`Error::Value`] on `x` ("a CUDA tensor", expected
-/// "a CPU tensor (the GPU conv1d kernel is not written yet)").
+/// [`Error::DeviceMismatch`] when an input is not on x's device; on the GPU, [`Error::Shape`]
+/// on `x` past the kernels' index limits (seqlen over 2^31 - 1) and the runtime's errors.
 pub fn causal_conv1d<T: Element>(
     x: &Tensor<T>,
     weight: &Tensor<T>,
@@ -187,7 +179,7 @@ pub fn causal_conv1d<T: Element>(
 ) -> Result<Conv1dOutput<T>> {
     let (s, l) = validate(x, weight, bias, initial_state)?;
     if let Device::Cuda(_) = x.device() {
-        return Err(no_gpu_kernel("x", "conv1d"));
+        return super::conv_gpu::forward(x, weight, bias, initial_state, opts, &s, l);
     }
     let r = Rows::new(x, weight, bias, initial_state)?;
     let w1 = s.width - 1;
@@ -217,8 +209,7 @@ pub fn causal_conv1d<T: Element>(
 /// The inputs and options are those of the forward. dweight and dbias are summed over
 /// batch and time in f32 (in a fixed order), then rounded to T.
 ///
-/// Errors: those of [`causal_conv1d`] (the GPU is not implemented yet: a `Device::Cuda` x
-/// gives [`Error::Value`] on `x`), plus [`Error::Shape`] / [`Error::DeviceMismatch`] naming
+/// Errors: those of [`causal_conv1d`], plus [`Error::Shape`] / [`Error::DeviceMismatch`] naming
 /// `dy` or `dfinal_state`.
 pub fn causal_conv1d_backward<T: Element>(
     x: &Tensor<T>,
@@ -237,7 +228,7 @@ pub fn causal_conv1d_backward<T: Element>(
         arg("dfinal_state", df.shape(), df.device(), &[s.batch, s.dim, w1], device)?;
     }
     if let Device::Cuda(_) = device {
-        return Err(no_gpu_kernel("x", "conv1d"));
+        return super::conv_gpu::backward(x, weight, bias, initial_state, dy, dfinal_state, opts, &s, l);
     }
     let r = Rows::new(x, weight, bias, initial_state)?;
     let to_f32 = |t: &Tensor<T>, arg| t.cpu_data(arg).map(|a| a.iter().map(|v| v.to_f32()).collect::<Vec<f32>>());

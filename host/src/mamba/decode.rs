@@ -4,11 +4,15 @@
 //! the same f32 functions in the same order as the prefill paths, so running a sequence
 //! token by token gives bitwise the prefill's outputs and final states.
 //!
-//! Only the CPU is implemented: on `Device::Cuda` both return [`Error::Value`] naming the
-//! first tensor argument (the GPU decode kernels are not written yet).
+//! On `Device::Cuda` both run one kernel each (`kernels-gpu/src/decode`, `decode_gpu.rs`),
+//! updating the state in place in HBM. The GPU conv step uses the GPU prefill conv's sum
+//! (bitwise its output at that step); the GPU state step uses the GPU scan's f32 math
+//! (exp2 of delta' A log2 e, FMAs), with its own summation order over the states, so it
+//! agrees with the GPU scan to f32 rounding.
 
-use super::conv::{Conv1dOptions, activate, conv_point, no_gpu_kernel, validate_weights};
+use super::conv::{Conv1dOptions, activate, conv_point, validate_weights};
 use super::cpu::{delta_eff, dot, silu, step, tensor};
+use super::decode_gpu::{self, SsmDims};
 use super::{SCAN_MAX_STATE, arg, rank};
 use crate::tensor::check;
 use crate::{Device, Element, Error, Result, Tensor};
@@ -25,8 +29,7 @@ fn to_f32<E: Element>(t: &Tensor<E>, arg: &'static str) -> Result<Vec<f32>> {
 ///
 /// Errors: [`Error::Shape`] naming `x`, `conv_state`, `weight` or `bias`; [`Error::Value`]
 /// on `weight` when its width is not in 1..=8; [`Error::DeviceMismatch`] when an input is
-/// not on x's device. **Not implemented on the GPU yet**: a `Device::Cuda` x gives
-/// [`Error::Value`] on `x`.
+/// not on x's device; on the GPU, the runtime's errors.
 pub fn conv1d_update<T: Element>(
     x: &Tensor<T>,
     conv_state: &mut Tensor<T>,
@@ -42,7 +45,7 @@ pub fn conv1d_update<T: Element>(
     let w1 = width - 1;
     arg("conv_state", conv_state.shape(), conv_state.device(), &[batch, dim, w1], device)?;
     if let Device::Cuda(_) = device {
-        return Err(no_gpu_kernel("x", "conv1d_update"));
+        return decode_gpu::conv1d_update(x, conv_state, weight, bias, opts.silu, (batch, dim, width));
     }
     let xv = to_f32(x, "x")?;
     let wv = to_f32(weight, "weight")?;
@@ -78,14 +81,13 @@ pub fn conv1d_update<T: Element>(
 ///
 /// x, delta, z `[batch, dim]` (T); a `[dim, d_state]` f32 with d_state <= 256; b, c
 /// `[batch, groups, d_state]` (T, groups dividing dim: channel c reads group
-/// `c / (dim / groups)`); d, delta_bias `[dim]` f32. The math is the CPU scan's step,
+/// `c / (dim / groups)`); d, delta_bias `[dim]` f32. On the CPU the math is the CPU scan's step,
 /// same functions and order, so a sequence of steps equals a scan over the sequence
 /// bitwise.
 ///
 /// Errors: [`Error::Shape`] naming the argument whose shape is wrong (d_state over 256 on
 /// `a`, groups not dividing dim on `b`), [`Error::DeviceMismatch`] when an input is not
-/// on state's device. **Not implemented on the GPU yet**: a `Device::Cuda` state gives
-/// [`Error::Value`] on `state`.
+/// on state's device; on the GPU, the runtime's errors.
 #[allow(clippy::too_many_arguments)]
 pub fn selective_state_update<T: Element>(
     state: &mut Tensor<f32>,
@@ -134,7 +136,8 @@ pub fn selective_state_update<T: Element>(
         arg("delta_bias", bias.shape(), bias.device(), &[dim], device)?;
     }
     if let Device::Cuda(_) = device {
-        return Err(no_gpu_kernel("state", "selective_state_update"));
+        let dims = SsmDims { batch, dim, d_state: n, groups };
+        return decode_gpu::selective_state_update(state, x, delta, a, b, c, d, z, delta_bias, delta_softplus, &dims);
     }
 
     let (xv, dv, av) = (to_f32(x, "x")?, to_f32(delta, "delta")?, to_f32(a, "a")?);

@@ -27,8 +27,10 @@
 //! steps of the conv and of the scan's recurrence, updating their states in place).
 
 pub mod conv;
+mod conv_gpu;
 mod cpu;
 pub mod decode;
+mod decode_gpu;
 mod gpu;
 
 use crate::tensor::check;

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod conv;
 mod norm;
+pub mod ops;
 pub mod scan;
 
 pub use norm::{layer_norm, rms_norm};

@@ -90,6 +90,20 @@ impl<T: Copy> HbmMut<T> {
         unsafe { self.ptr.add(i).read() }
     }
 
+    /// `ld.global.v4.b32` — 16 bytes from element `i` (16-byte aligned), through the
+    /// coherent path: for a tensor this launch also writes (an in-place update).
+    #[inline(always)]
+    pub unsafe fn load_v4(self, i: usize) -> [u32; 4] {
+        let p = self.ptr.wrapping_add(i) as u64;
+        let (a, b, c, d): (u32, u32, u32, u32);
+        unsafe {
+            asm!("ld.global.v4.b32 {{{0}, {1}, {2}, {3}}}, [{4}];",
+                 out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg64) p,
+                 options(readonly, nostack));
+        }
+        [a, b, c, d]
+    }
+
     /// `st.global.v4.b32` — 16 bytes at element `i` (16-byte aligned).
     #[inline(always)]
     pub unsafe fn store_v4(self, i: usize, v: [u32; 4]) {

@@ -75,3 +75,12 @@ pub fn tanh(x: f32) -> f32 {
     unsafe { asm!("tanh.approx.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) }
     r
 }
+
+/// `a / b` and `a % b` for a divisor the launch guarantees non-zero (a shape), without
+/// Rust's divide-by-zero check: that check would put a `trap` path (and a panic
+/// function) into the kernel. A zero divisor is treated as 1.
+#[inline(always)]
+pub fn div_rem(a: usize, b: usize) -> (usize, usize) {
+    let b = core::num::NonZeroUsize::new(b).unwrap_or(core::num::NonZeroUsize::MIN);
+    (a / b, a % b)
+}

@@ -8,10 +8,12 @@
 //!   `cp.async`.
 //! - [`frag`]: register fragments of the tensor-core operands, fixed arrays indexed only
 //!   by constants so they stay in registers; [`mma`] multiplies them.
-//! - [`thread`], [`warp`], [`math`], [`pack`], [`cp_async`], [`ldmatrix`], [`atomic`].
+//! - [`thread`], [`warp`], [`math`], [`act`] (activations), [`pack`], [`cp_async`],
+//!   [`ldmatrix`], [`atomic`].
 //!
 //! Each wrapper's doc line names the PTX it emits.
 
+pub mod act;
 pub mod atomic;
 pub mod cp_async;
 pub mod elem;

@@ -67,7 +67,17 @@ pub fn sync_named(id: u32, n: u32) {
     unsafe { barrier_sync_cnt(id, n) }
 }
 
+/// `bar.warp.sync 0xffffffff;` — every lane of the warp, and their shared-memory accesses
+/// (a warp that owns its own SRAM region needs no block barrier). Through the convergent
+/// `llvm.nvvm.bar.warp.sync`.
+#[inline(always)]
+pub fn sync_warp() {
+    unsafe { bar_warp_sync(0xffff_ffff) }
+}
+
 unsafe extern "C" {
     #[link_name = "llvm.nvvm.barrier.sync.cnt"]
     fn barrier_sync_cnt(id: u32, n: u32);
+    #[link_name = "llvm.nvvm.bar.warp.sync"]
+    fn bar_warp_sync(mask: u32);
 }

@@ -12,14 +12,6 @@ unsafe extern "C" {
     fn shfl_sync_bfly_f32(mask: u32, v: f32, lane_mask: u32, clamp: u32) -> f32;
     #[link_name = "llvm.nvvm.shfl.sync.idx.f32"]
     fn shfl_sync_idx_f32(mask: u32, v: f32, src: u32, clamp: u32) -> f32;
-    #[link_name = "llvm.nvvm.bar.warp.sync"]
-    fn bar_warp_sync(mask: u32);
-}
-
-/// `bar.warp.sync` over the whole warp: orders the lanes' SRAM accesses around it.
-#[inline(always)]
-pub fn sync_warp() {
-    unsafe { bar_warp_sync(FULL) }
 }
 
 /// `shfl.sync.bfly.b32` — the value of lane `lane ^ mask`.

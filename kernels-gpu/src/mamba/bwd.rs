@@ -32,13 +32,15 @@
 //! instructions, against the forward's 1 and ~12.
 //! SRAM: ScanBwdSmem::new(d_state, elem, NS): 70 KiB at d_state 16, bf16, NS = 4.
 
-use super::common::{BcTile, LOG2E, bc_to_f32, copy_vec, sigmoid, silu, softplus};
+use super::common::{BcTile, LOG2E, bc_to_f32, copy_vec};
 use super::*;
+use crate::device::act::{sigmoid, silu, softplus};
 use crate::device::atomic::red_add_f32;
 use crate::device::cp_async::{commit, wait_group};
 use crate::device::math::{exp2, fma};
+use crate::device::thread::sync_warp;
 use crate::device::thread::{block_x, block_y, sync_threads, tid};
-use crate::device::warp::{shfl_xor, sync_warp};
+use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram, unroll};
 
 const SEG: u32 = SCAN_CHECKPOINT;

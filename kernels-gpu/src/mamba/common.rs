@@ -1,40 +1,10 @@
-//! Device code both scan kernels share: the activations, the staging copy of one 16-byte
-//! input vector, and the conversion of the staged B and C rows into the f32 tile the
-//! recurrence reads.
+//! Device code both scan kernels share: the staging copy of one 16-byte input vector, and
+//! the conversion of the staged B and C rows into the f32 tile the recurrence reads.
 
 use crate::device::cp_async::cp_async_16;
-use crate::device::math::{exp2, fma, max, rcp};
 use crate::device::{Elem, Hbm, Sram, unroll};
 
 pub(super) const LOG2E: f32 = core::f32::consts::LOG2_E;
-
-/// ln(1 + e^x) = max(x, 0) + log1p(e^-|x|), with log1p(e) = 2 atanh(s), s = e / (2 + e)
-/// <= 1/3, summed to s^13: relative error ~1e-8 over the whole range (lg2.approx would
-/// lose 1e-5 near 1), one ex2 and one rcp. NaN stays NaN; x -> +inf gives x.
-#[inline(always)]
-pub(super) fn softplus(x: f32) -> f32 {
-    let e = exp2(-x.abs() * LOG2E);
-    let s = e * rcp(2.0 + e);
-    let s2 = s * s;
-    // Explicit FMAs: Rust never contracts a * b + c (each term would be FMUL + FADD).
-    let mut series = 2.0 / 13.0;
-    for k in [11.0f32, 9.0, 7.0, 5.0, 3.0, 1.0] {
-        series = fma(series, s2, 2.0 / k);
-    }
-    fma(s, series, max(x, 0.0))
-}
-
-/// 1 / (1 + e^-x), with ex2 and rcp on the special-function unit.
-#[inline(always)]
-pub(super) fn sigmoid(x: f32) -> f32 {
-    rcp(1.0 + exp2(-x * LOG2E))
-}
-
-/// x * sigmoid(x).
-#[inline(always)]
-pub(super) fn silu(x: f32) -> f32 {
-    x * sigmoid(x)
-}
 
 /// One 16-byte vector of a [rows, seqlen] tensor at (row, t) into SRAM at `dst`: cp.async
 /// when rows are 16-byte aligned, else element by element (synchronous); zeros where the

@@ -16,8 +16,9 @@
 //! SRAM: ScanSmem::new(d_state, elem, NS): 51.5 KiB for bf16 at d_state 16 with NS = 8
 //! (raw stages 24 KiB, delta/du 18 KiB, B/C 4.5 KiB, z 5 KiB): 4 CTAs, 16 warps per SM.
 
-use super::common::{BcTile, LOG2E, bc_to_f32, bits4, copy_vec, pick, silu, softplus};
+use super::common::{BcTile, LOG2E, bc_to_f32, bits4, copy_vec, pick};
 use super::*;
+use crate::device::act::{silu, softplus};
 use crate::device::cp_async::{commit, wait_group};
 use crate::device::math::{exp2, fma};
 use crate::device::thread::{block_x, block_y, sync_threads, tid};

@@ -86,7 +86,9 @@ fn check_step<T: Element>(c: &StepCase) {
     assert_eq!(host(&sg), host(&sc), "conv state after the step in {what}");
 
     let h: ArrayD<f32> = rng.normal(&[b, d, n]);
-    let delta: ArrayD<T> = rng.fill(&[b, d], |r| 0.5 * r.std_normal() - 1.0);
+    // delta' > 0 with or without the softplus (a negative one grows the state by
+    // exp(|delta' A|) a step, to inf in f16 or within a few steps).
+    let delta: ArrayD<T> = rng.fill(&[b, d], |r| (0.5 * r.std_normal() - 1.0).exp());
     let a: ArrayD<f32> = rng.fill(&[d, n], |r| -r.std_normal().exp());
     let (bm, cm): (ArrayD<T>, ArrayD<T>) = (rng.normal(&[b, g, n]), rng.normal(&[b, g, n]));
     let dd: ArrayD<f32> = rng.normal(&[d]);
@@ -158,7 +160,7 @@ fn decode_equals_prefill<T: Element>(
     let x: ArrayD<T> = rng.normal(&[batch, dim, l]);
     let w: ArrayD<T> = rng.fill(&[dim, width], |r| r.std_normal() / (width as f64).sqrt());
     let wb: ArrayD<T> = rng.normal(&[dim]);
-    let delta: ArrayD<T> = rng.fill(&[batch, dim, l], |r| 0.5 * r.std_normal() - 1.0);
+    let delta: ArrayD<T> = rng.fill(&[batch, dim, l], |r| (0.5 * r.std_normal() - 1.0).exp());
     let a: ArrayD<f32> = rng.fill(&[dim, n], |r| -r.std_normal().exp());
     let (bm, cm): (ArrayD<T>, ArrayD<T>) = (rng.normal(&[batch, groups, n, l]), rng.normal(&[batch, groups, n, l]));
     let dd: ArrayD<f32> = rng.normal(&[dim]);

@@ -62,7 +62,7 @@ struct Cta {
 /// absent channels or states.
 #[inline(always)]
 unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u32, aligned: bool) {
-    let (vecs, lanes) = (lay.raw_row / 16, T::LANES as u32);
+    let (vecs, lanes) = (SEG * T::BYTES / 16, T::LANES as u32);
     let mut i = tid();
     while i < lay.channels * vecs {
         let (r, vec) = (i / vecs, i % vecs);
@@ -96,7 +96,7 @@ unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, 
 /// is kept, nothing flows), dtu = dt u, dy = dout silu(z) (or dout) into the f32 tiles.
 #[inline(always)]
 unsafe fn convert_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, valid: u32) {
-    let (vecs, lanes) = (lay.raw_row / 16, T::LANES as u32);
+    let (vecs, lanes) = (SEG * T::BYTES / 16, T::LANES as u32);
     let mut i = tid();
     while i < lay.channels * vecs {
         let (r, vec) = (i / vecs, i % vecs);
@@ -226,10 +226,11 @@ fn reduce_bc<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], lay: ScanBwdSmem, 
         }
     });
     sync_warp();
-    let (ns, slices) = (NS as u32, lay.slices);
+    let (ns, slices) = (NS as u32, lay.slices.max(1));
     let mut o = lane;
     while o < 2 * lay.states {
-        let (which, n) = (o / lay.states, o % lay.states);
+        let states = lay.states.max(1);
+        let (which, n) = (o / states, o % states);
         // Channel ch of the warp holds state n in lane ch * slices + n / NS, entry
         // which * NS + n % NS.
         let from = xch.skip((n / ns) * lay.xch_row() + (which * ns + n % ns) * 4);
@@ -249,10 +250,10 @@ fn reduce_bc<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], lay: ScanBwdSmem, 
 /// over the warps in order, into this CTA's part (deterministic) or added to the one part.
 #[inline(always)]
 unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
-    let (f, ds) = (lay.flush_steps, p.d_state);
+    let (f, ds) = (lay.flush_steps.max(1), p.d_state.max(1));
     let mut i = tid();
     while i < 2 * ds * f {
-        let (io, n, which) = (i % f, (i / f) % ds, i / (f * ds));
+        let (io, n, which) = (i % f, (i / f) % ds, i / f / ds);
         let mut s = 0.0;
         let mut w = 0;
         while w < lay.threads / 32 {
@@ -280,7 +281,7 @@ unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
 /// inputs and the walk's sgb, sga, y; dD and ddelta_bias terms summed into `acc`.
 #[inline(always)]
 unsafe fn epilogue<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u32, aligned: bool) {
-    let (vecs, lanes) = (lay.raw_row / 16, T::LANES as u32);
+    let (vecs, lanes) = (SEG * T::BYTES / 16, T::LANES as u32);
     let mut i = tid();
     // channels * vecs is a multiple of 32: whole warps take part in the shuffles.
     while i < lay.channels * vecs {
@@ -357,7 +358,8 @@ unsafe fn epilogue<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u
 unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
     let lay = ScanBwdSmem::new(p.d_state, T::BYTES, NS as u32);
     let t_id = tid();
-    let (ch_l, slice) = (t_id / lay.slices, t_id % lay.slices);
+    let slices = lay.slices.max(1);
+    let (ch_l, slice) = (t_id / slices, t_id % slices);
     let cpg = p.channels_per_group.max(1);
     let part = block_x() % p.ctas_per_group.max(1);
     let g = block_x() / p.ctas_per_group.max(1);
@@ -391,7 +393,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
 
     let n_ckpt = scan_checkpoints(p.seqlen);
     let quarter = lay.slices * 32;
-    let f = lay.flush_steps;
+    let f = lay.flush_steps.max(1);
     let (dt_row, dtu_row, dy_row) = (
         Sram::at(lay.dt + ch_l * lay.row_f32()),
         Sram::at(lay.dtu + ch_l * lay.row_f32()),

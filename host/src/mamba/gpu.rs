@@ -169,7 +169,7 @@ pub(crate) fn backward<T: Element>(
         ctas_per_group: ctas_per_group as u32,
         delta_softplus: p.delta_softplus as u32,
         deterministic: deterministic as u32,
-        _pad: 0,
+        threads: lay.threads,
     };
     let grid = grid_x(p, x, ctas_per_group)?;
     let cfg = LaunchGrid { grid: (grid, p.batch as u32, 1), block: lay.threads, smem: lay.total };

@@ -201,48 +201,105 @@ fn block_forward<const NS: usize>(
     });
 }
 
-/// Sums `db` and `dc` (this lane's NS states of one step) over the warp's channels and
-/// writes the sums to the warp's slot `slot` of `red` ([warps][2][states][flush_steps]).
-/// The lanes of a channel are `slices` adjacent lanes, so the warp holds `32 / slices`
-/// channels: each lane puts its 2 NS values in the warp's xch rows, then sums output
-/// o = (which, state) for o = lane, lane + 32, ... over the channels (2 NS loads and adds
-/// per lane at every slice count; no register arrays indexed by a runtime round count).
+/// Where a lane's dB / dC values meet the rest of its warp's: the warp's xch holds one
+/// step as [2 NS values][slices][channels of the warp] f32, so the `32 / slices` entries
+/// of one output (value v of slice s, summed over the warp's channels) are contiguous,
+/// and lane l sums entries [2 NS l, 2 NS (l + 1)): the same 2 NS loads per lane at every
+/// slice count, as two or four 16-byte vectors. Computed once per thread.
+#[derive(Clone, Copy)]
+struct RedPlan {
+    /// Where this lane writes its value 0 (value v at + 128 v bytes).
+    put: Sram,
+    /// The lane's 2 NS entries.
+    get: Sram,
+    slices_log2: u32,
+    /// log2 of the warp's channels (entries per output).
+    cpw_log2: u32,
+    /// `red` of this warp, slot 0.
+    red: u32,
+}
+
 #[inline(always)]
-fn reduce_bc<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], lay: ScanBwdSmem, slot: u32) {
+fn red_plan<const NS: usize>(lay: ScanBwdSmem) -> RedPlan {
     let (lane, warp) = (tid() % 32, tid() / 32);
-    let xch = Sram::at(lay.xch + warp * 32 * lay.xch_row());
-    let mine = xch.skip(lane * lay.xch_row());
-    // The previous step's sums have all been read.
+    let slices_log2 = lay.slices.trailing_zeros();
+    let cpw_log2 = 5 - slices_log2;
+    let (ch, s) = (lane >> slices_log2, lane & (lay.slices - 1));
+    let xch = lay.xch + warp * 2 * NS as u32 * 128;
+    RedPlan {
+        put: Sram::at(xch + ((s << cpw_log2) + ch) * 4),
+        get: Sram::at(xch + lane * 2 * NS as u32 * 4),
+        slices_log2,
+        cpw_log2,
+        red: lay.red + warp * 2 * lay.states * lay.flush_steps * 4,
+    }
+}
+
+/// Sums `db` and `dc` (this lane's NS states of one step) over the warp's channels into
+/// slot `slot` of the warp's `red` ([warps][2][states][flush_steps]), in a fixed order.
+#[inline(always)]
+fn reduce_bc<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], plan: RedPlan, lay: ScanBwdSmem, slot: u32) {
+    let lane = tid() % 32;
+    // The previous step's entries have all been read.
     sync_warp();
-    unroll::<4, _>(|k| {
-        if k * 4 < NS {
-            let w = |v: &[f32; NS]| {
-                [v[k * 4].to_bits(), v[k * 4 + 1].to_bits(), v[k * 4 + 2].to_bits(), v[k * 4 + 3].to_bits()]
-            };
-            unsafe {
-                mine.st_v4(k as u32 * 16, w(db));
-                mine.st_v4((NS + k * 4) as u32 * 4, w(dc));
-            }
-        }
+    unroll::<NS, _>(|k| unsafe {
+        plan.put.st_f32(k as u32 * 128, db[k]);
+        plan.put.st_f32((NS + k) as u32 * 128, dc[k]);
     });
     sync_warp();
-    let (ns, slices) = (NS as u32, lay.slices.max(1));
-    let mut o = lane;
-    while o < 2 * lay.states {
-        let states = lay.states.max(1);
-        let (which, n) = (o / states, o % states);
-        // Channel ch of the warp holds state n in lane ch * slices + n / NS, entry
-        // which * NS + n % NS.
-        let from = xch.skip((n / ns) * lay.xch_row() + (which * ns + n % ns) * 4);
-        let mut s = 0.0;
-        let mut ch = 0;
-        while ch < 32 / slices {
-            s += unsafe { from.ld_f32(ch * slices * lay.xch_row()) };
-            ch += 1;
+    let all = (2 * NS as u32).trailing_zeros();
+    // Output o (value v of slice s) is state s NS + v % NS of dB (v < NS) or dC.
+    let put = |o: u32, sum: f32| {
+        let (val, s) = (o >> plan.slices_log2, o & (lay.slices - 1));
+        let (which, n) = (val / NS as u32, s * NS as u32 + val % NS as u32);
+        let at = plan.red + ((which * lay.states + n) * lay.flush_steps + slot) * 4;
+        unsafe { Sram::at(at).st_f32(0, sum) };
+    };
+    if plan.cpw_log2 >= all {
+        // At least 2 NS channels per warp: the lane's 2 NS entries are part of one output
+        // (a pairwise sum), its 2^extra neighbours hold the rest.
+        let mut v = [0.0f32; 16];
+        unroll::<4, _>(|q| {
+            if q * 4 < 2 * NS {
+                let w = unsafe { plan.get.ld_v4(q as u32 * 16) };
+                unroll::<4, _>(|e| v[q * 4 + e] = f32::from_bits(w[e]));
+            }
+        });
+        let mut width = 2 * NS;
+        unroll::<4, _>(|_| {
+            if width > 1 {
+                width /= 2;
+                unroll::<8, _>(|i| {
+                    if i < width {
+                        v[i] = v[2 * i] + v[2 * i + 1];
+                    }
+                });
+            }
+        });
+        let extra = plan.cpw_log2 - all;
+        let mut e = 0;
+        while e < extra {
+            v[0] += shfl_xor(v[0], 1 << e);
+            e += 1;
         }
-        let at = ((warp * 2 + which) * lay.states + n) * lay.flush_steps + slot;
-        unsafe { Sram::at(lay.red).st_f32(at * 4, s) };
-        o += 32;
+        if lane & ((1 << extra) - 1) == 0 {
+            put(lane >> extra, v[0]);
+        }
+    } else {
+        // Fewer: the lane holds 2 NS / cpw whole outputs of cpw entries each.
+        let cpw = 1 << plan.cpw_log2;
+        let held = (2 * NS as u32) >> plan.cpw_log2;
+        let mut k = 0;
+        while k < held {
+            let mut sum = 0.0;
+            let mut j = 0;
+            while j < cpw {
+                sum += unsafe { plan.get.ld_f32((k * cpw + j) * 4) };
+                j += 1;
+            }
+            put(lane * held + k, sum);
+            k += 1;
+        }
     }
 }
 
@@ -254,12 +311,14 @@ unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
     let mut i = tid();
     while i < 2 * ds * f {
         let (io, n, which) = (i % f, (i / f) % ds, i / f / ds);
-        let mut s = 0.0;
-        let mut w = 0;
-        while w < lay.threads / 32 {
-            s += unsafe { Sram::at(lay.red + (((w * 2 + which) * lay.states + n) * f + io) * 4).ld_f32(0) };
-            w += 1;
-        }
+        let mut part = [0.0f32; 8];
+        unroll::<8, _>(|w| {
+            if (w as u32) < lay.threads / 32 {
+                let at = (((w as u32 * 2 + which) * lay.states + n) * f + io) * 4;
+                part[w] = unsafe { Sram::at(lay.red + at).ld_f32(0) };
+            }
+        });
+        let s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
         let step = t + io;
         if step < p.seqlen {
             let part = if p.deterministic != 0 { cta.part as usize } else { 0 };
@@ -356,7 +415,7 @@ unsafe fn epilogue<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u
 
 #[inline(always)]
 unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
-    let lay = ScanBwdSmem::new(p.d_state, T::BYTES, NS as u32);
+    let lay = ScanBwdSmem::with_threads(p.d_state, T::BYTES, NS as u32, p.threads);
     let t_id = tid();
     let slices = lay.slices.max(1);
     let (ch_l, slice) = (t_id / slices, t_id % slices);
@@ -392,6 +451,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
     }
 
     let n_ckpt = scan_checkpoints(p.seqlen);
+    let plan = red_plan::<NS>(lay);
     let quarter = lay.slices * 32;
     let f = lay.flush_steps.max(1);
     let (dt_row, dtu_row, dy_row) = (
@@ -521,7 +581,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
                         dy_row.st_f32(step * 4, y);
                     }
                 }
-                reduce_bc::<NS>(&dbv, &dcv, lay, (i as u32) % f);
+                reduce_bc::<NS>(&dbv, &dcv, plan, lay, (i as u32) % f);
                 if (i as u32) % f == 0 {
                     sync_threads();
                     unsafe { push_bc(p, lay, cta, t0 + step) };

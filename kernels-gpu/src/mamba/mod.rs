@@ -212,24 +212,18 @@ pub struct ScanFwdParams {
     pub delta_softplus: u32,
 }
 
-/// Threads per CTA of the backward kernel, by slices per channel (`scan_bwd_threads`): up
-/// to this many. More channels per CTA than the forward's 128 threads hold, because each
-/// CTA writes one partial of dB and dC (summed over its channels) per (batch, group,
-/// state, step): 256 threads halve those partials.
-pub const SCAN_BWD_THREADS: u32 = 256;
+/// Threads per CTA of the backward kernel, at most (`scan_bwd_threads`).
+pub const SCAN_BWD_THREADS: u32 = 128;
 
-/// Threads of a backward CTA with `slices` threads per channel: 256, but at most 64
-/// channels (each channel's segment tiles take 1.3-2.3 KiB of SRAM) and 128 threads at
-/// 32 slices (d_state above 128: the B and C tiles of 256 states are the large ones).
+/// Threads of a backward CTA with `slices` threads per channel: 128, but at most 64
+/// channels (each channel's segment tiles take 1.3-2.3 KiB of SRAM). Measured at b = 8,
+/// dim = 4096, L = 4096, d_state 16, bf16 (H200): 128 threads (132 registers, 3 CTAs or
+/// 12 warps per SM) 6.9 ms, 256 threads (1 CTA, 8 warps) 8.5 ms; each CTA writes one
+/// dB / dC partial, so fewer threads mean more partials, which cost less than the warps.
 pub const fn scan_bwd_threads(slices: u32) -> u32 {
-    if slices < 4 {
-        64 * slices
-    } else if slices == 32 {
-        128
-    } else {
-        SCAN_BWD_THREADS
-    }
+    if slices < 2 { 64 } else { SCAN_BWD_THREADS }
 }
+
 /// The backward walks a segment in blocks of this many steps: a block's states are
 /// recomputed into registers (BWD_BLOCK x NS) and walked back to front.
 pub const SCAN_BWD_BLOCK: u32 = 8;
@@ -255,8 +249,8 @@ pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
 ///   bc      B and C in f32, [SEG][2 states + 4] (the forward's layout)
 ///   snap    the state at the start of blocks 1, 2, 3: [3][threads][NS] f32 (snap,
 ///           xch and red sit in the staged B and C rows' place when they fit there)
-///   xch     per warp, one step's dB and dC of every lane, [32][2 NS + 4] f32: the warp
-///           sums them over its channels through it
+///   xch     per warp, one step's dB and dC of every lane, 2 NS x 32 f32: the warp sums
+///           them over its channels through it
 ///   red     per-warp dB and dC of `flush_steps` steps: [warps][2][states][flush_steps]
 ///   acc     dD and ddelta_bias sums per channel, f32 [2][channels]
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -282,10 +276,15 @@ pub struct ScanBwdSmem {
 }
 
 impl ScanBwdSmem {
+    /// The layout with `scan_bwd_threads` threads.
     pub const fn new(d_state: u32, elem_bytes: u32, ns: u32) -> ScanBwdSmem {
+        Self::with_threads(d_state, elem_bytes, ns, scan_bwd_threads(scan_slices_for(d_state, ns)))
+    }
+
+    /// The layout for CTAs of `threads` threads (a multiple of 32 and of the slices).
+    pub const fn with_threads(d_state: u32, elem_bytes: u32, ns: u32, threads: u32) -> ScanBwdSmem {
         let seg = SCAN_CHECKPOINT;
         let slices = scan_slices_for(d_state, ns);
-        let threads = scan_bwd_threads(slices);
         let channels = threads / slices;
         let states = ns * slices;
         let raw_row = seg * elem_bytes;
@@ -305,7 +304,7 @@ impl ScanBwdSmem {
         // snap, xch and red are used between the B/C conversion and the segment's end:
         // they take the staged B and C rows' place when they fit there (f32 inputs).
         let snap_bytes = (seg / SCAN_BWD_BLOCK - 1) * threads * ns * 4;
-        let xch_bytes = threads * (2 * ns + 4) * 4;
+        let xch_bytes = threads * 2 * ns * 4;
         let scratch = snap_bytes + xch_bytes + flush_steps * per_step;
         let after_bc = bc + seg * (2 * states + 4) * 4;
         let snap = if scratch <= 2 * states * raw_row { raw_b } else { after_bc };
@@ -338,10 +337,6 @@ impl ScanBwdSmem {
     /// Byte offset of raw row `r` of input `k` (0 u, 1 delta, 2 dout, 3 z).
     pub const fn raw(self, k: u32, r: u32) -> u32 {
         (k * self.channels + r) * self.raw_pitch
-    }
-    /// Bytes per lane of a warp's xch rows.
-    pub const fn xch_row(self) -> u32 {
-        (2 * (self.states / self.slices) + 4) * 4
     }
     /// Bytes per row of the dt, dtu and dy tiles.
     pub const fn row_f32(self) -> u32 {
@@ -416,7 +411,8 @@ pub struct ScanBwdParams {
     pub ctas_per_group: u32,
     pub delta_softplus: u32,
     pub deterministic: u32,
-    pub _pad: u32,
+    /// Threads per CTA (the layout's `threads`).
+    pub threads: u32,
 }
 
 /// Threads per CTA of the reductions that finish the backward.
@@ -507,7 +503,7 @@ mod tests {
                 assert!(SCAN_BWD_BLOCK % s.flush_steps == 0);
             }
         }
-        // 2 CTAs (16 warps) per SM at d_state 16, bf16.
-        assert!(2 * (ScanBwdSmem::new(16, 2, 4).total + 1024) <= 228 * 1024);
+        // 4 CTAs (16 warps) per SM at d_state 16, bf16.
+        assert!(4 * (ScanBwdSmem::new(16, 2, 4).total + 1024) <= 228 * 1024);
     }
 }

@@ -210,7 +210,7 @@ fn gpu_two_halves_equal_one_run() {
 }
 
 /// Backward cases are smaller: the f64 reference gradients cost several forwards.
-const BWD_BUDGET: usize = 2_000_000;
+const BWD_BUDGET: usize = 1_000_000;
 
 /// Forward and backward on the GPU against the reference (every result).
 fn check_backward<T: Element>(case: &Case, states_per_thread: Option<u32>, deterministic: bool) -> Result<(), String> {
@@ -221,7 +221,7 @@ fn check_backward<T: Element>(case: &Case, states_per_thread: Option<u32>, deter
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(16))]
 
     #[test]
     #[ignore = "needs an NVIDIA GPU"]
@@ -271,13 +271,14 @@ fn gpu_backward_every_tier_and_mode() {
                     (false, false, false, false, false);
             }
             for ns in [4u32, 8] {
+                // Each variant in both modes, the dtypes taking turns (the f64 reference is
+                // the slow part).
                 let det = (i + ns as usize + options as usize) % 2 == 0;
-                for r in [
-                    check_backward::<f32>(&case, Some(ns), det),
-                    check_backward::<bf16>(&case, Some(ns), !det),
-                    check_backward::<f16>(&case, Some(ns), det),
-                ] {
-                    r.unwrap();
+                check_backward::<bf16>(&case, Some(ns), !det).unwrap();
+                if ns == 4 {
+                    check_backward::<f32>(&case, Some(ns), det).unwrap();
+                } else {
+                    check_backward::<f16>(&case, Some(ns), det).unwrap();
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! `mamba::selective_scan` and `selective_scan_backward` validate their arguments first:
 //! every bad argument gives the matching typed error naming the argument (never a panic).
 
-use flashscan::mamba::{ScanInputs, ScanOptions, ScanOutput, selective_scan, selective_scan_backward};
+use flashscan::mamba::{SCAN_CHECKPOINT, ScanInputs, ScanOptions, ScanOutput, selective_scan, selective_scan_backward};
 use flashscan::{Device, Error, Result, Tensor, bf16};
 mod common;
 
@@ -12,7 +12,8 @@ const BATCH: usize = 2;
 const DIM: usize = 6;
 const GROUPS: usize = 3;
 const STATE: usize = 4;
-const SEQ: usize = 600; // two checkpoints
+const SEQ: usize = 600; // several checkpoint segments
+const N_CKPT: usize = SEQ.div_ceil(SCAN_CHECKPOINT as usize);
 
 /// The shapes of one call; each test breaks one of them.
 #[derive(Clone)]
@@ -102,7 +103,7 @@ fn valid_arguments_pass() {
     let out = all.forward().expect("valid");
     assert_eq!(out.out.shape(), &[BATCH, DIM, SEQ]);
     assert_eq!(out.final_state.shape(), &[BATCH, DIM, STATE]);
-    assert_eq!(out.checkpoints.shape(), &[BATCH, DIM, 2, STATE]);
+    assert_eq!(out.checkpoints.shape(), &[BATCH, DIM, N_CKPT, STATE]);
     let opts = ScanOptions { delta_softplus: true, ..Default::default() };
     let dout = zeros::<bf16>(&[BATCH, DIM, SEQ]);
     assert!(selective_scan_backward(&all.inputs(), &opts, &out, &dout, None, false).is_ok());
@@ -228,7 +229,7 @@ fn backward_checks_its_own_arguments() {
     assert_shape_error(e, "saved.out", &format!("[{BATCH}, {DIM}, {SEQ}]"));
     let mixed = ScanOutput { out: zeros(&[BATCH, DIM, SEQ]), final_state: zeros(&[BATCH, DIM, STATE]), ..saved };
     let e = error(selective_scan_backward(&x.inputs(), &opts, &mixed, &dout, None, false));
-    assert_shape_error(e, "saved.checkpoints", &format!("[{BATCH}, {DIM}, 2, {STATE}]"));
+    assert_shape_error(e, "saved.checkpoints", &format!("[{BATCH}, {DIM}, {N_CKPT}, {STATE}]"));
     let mixed = ScanOutput { final_state: zeros(&[BATCH, DIM, STATE + 1]), ..mixed };
     let e = error(selective_scan_backward(&x.inputs(), &opts, &mixed, &dout, None, false));
     assert_shape_error(e, "saved.final_state", &format!("[{BATCH}, {DIM}, {STATE}]"));

@@ -342,12 +342,14 @@ unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
 unsafe fn epilogue<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u32, aligned: bool) {
     let (vecs, lanes) = (SEG * T::BYTES / 16, T::LANES as u32);
     let mut i = tid();
-    // channels * vecs is a multiple of 32: whole warps take part in the shuffles.
-    while i < lay.channels * vecs {
+    // Whole warps go round the loop (the shuffles below need every lane): the bound is
+    // rounded up to 32 items (4 channels of bf16 rows are 16).
+    let items = lay.channels * vecs;
+    while i < items.next_multiple_of(32) {
         let (r, vec) = (i / vecs, i % vecs);
         let t = t0 + vec * lanes;
         let (mut dd_sum, mut dbias_sum) = (0.0f32, 0.0f32);
-        if r < cta.n_ch && t < p.seqlen {
+        if i < items && r < cta.n_ch && t < p.seqlen {
             let cc = cta.c0 + r as usize;
             let at = (cta.b * p.dim as usize + cc) * p.seqlen as usize + t as usize;
             let raw = |k: u32| T::unpack_v4(unsafe { Sram::at(lay.raw(k, r)).ld_v4(vec * 16) });
@@ -402,7 +404,7 @@ unsafe fn epilogue<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u
             off *= 2;
         }
         // One writer per row (the same thread every segment): no race.
-        if vec == 0 && r < cta.n_ch {
+        if vec == 0 && i < items && r < cta.n_ch {
             let acc = Sram::at(lay.acc);
             unsafe {
                 acc.st_f32(r * 4, acc.ld_f32(r * 4) + dd_sum);

@@ -85,9 +85,33 @@ fn main() {
         let asm = target_dir.join(TRIPLE).join("ptx").join("deps").join("flashscan_kernels.s");
         let ptx = fs::read_to_string(&asm)
             .unwrap_or_else(|e| fail(&format!("kernel build for {cpu} left no PTX at {}: {e}", asm.display())));
+        let ptx = with_launch_bounds(&ptx);
         fs::write(out_dir.join(format!("flashscan_{stem}.ptx")), ptx)
             .unwrap_or_else(|e| fail(&format!("cannot write PTX into OUT_DIR: {e}")));
     }
+}
+
+/// The PTX with `.maxntid` / `.minnctapersm` after the parameter list of each kernel in
+/// `registry::LAUNCH_BOUNDS` (rustc has no attribute for them).
+fn with_launch_bounds(ptx: &str) -> String {
+    let mut out = String::with_capacity(ptx.len() + 1024);
+    let mut pending: Option<(u32, u32)> = None;
+    for line in ptx.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if let Some(rest) = line.trim_start().strip_prefix(".visible .entry ") {
+            let name = rest.split('(').next().unwrap_or("").trim();
+            pending = flashscan_kernels::registry::LAUNCH_BOUNDS
+                .iter()
+                .find(|(k, _, _)| *k == name)
+                .map(|&(_, threads, ctas)| (threads, ctas));
+        } else if line.trim() == ")"
+            && let Some((threads, ctas)) = pending.take()
+        {
+            out.push_str(&format!(".maxntid {threads}, 1, 1\n.minnctapersm {ctas}\n"));
+        }
+    }
+    out
 }
 
 fn fail(msg: &str) -> ! {

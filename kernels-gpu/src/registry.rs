@@ -4,7 +4,7 @@
 
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
 use crate::conv::{CONV_BWD_SMEM_BUDGET, CONV_FWD_SMEM_BUDGET};
-use crate::mamba::{SCAN_BWD_SMEM_BUDGET, SCAN_FWD_SMEM_BUDGET};
+use crate::mamba::{SCAN_BWD_SMEM_BUDGET, SCAN_BWD_THREADS, SCAN_FWD_SMEM_BUDGET};
 use crate::norm::{NORM_SHORT_SMEM_BUDGET, NORM_SMEM_BUDGET};
 use crate::selftest::SELFTEST_SMEM_BUDGET;
 
@@ -116,6 +116,21 @@ pub const KERNELS: &[KernelInfo] = &[
     k("selftest_mma_f16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),
     k("selftest_cp_async", SELFTEST_SMEM_BUDGET, &[CP_ASYNC, "cp.async.wait_group"]),
     k("selftest_warp", SELFTEST_SMEM_BUDGET, &["shfl.sync.bfly", "ex2.approx"]),
+];
+
+/// Launch bounds that the build writes into the PTX after a kernel's parameter list
+/// (`.maxntid threads, 1, 1` and `.minnctapersm ctas`), as CUDA's `__launch_bounds__`
+/// does: ptxas then keeps the kernel within 64K / (threads x ctas) registers. rustc has
+/// no attribute for them. Every launch of these kernels uses at most `threads` threads.
+pub const LAUNCH_BOUNDS: &[(&str, u32, u32)] = &[
+    // 4 CTAs of 128 threads (16 warps) per SM: <= 128 registers, which 4 states per
+    // thread fit without spills; 8 states per thread need ~167: 3 CTAs.
+    ("scan_bwd_f32_s4", SCAN_BWD_THREADS, 4),
+    ("scan_bwd_bf16_s4", SCAN_BWD_THREADS, 4),
+    ("scan_bwd_f16_s4", SCAN_BWD_THREADS, 4),
+    ("scan_bwd_f32_s8", SCAN_BWD_THREADS, 3),
+    ("scan_bwd_bf16_s8", SCAN_BWD_THREADS, 3),
+    ("scan_bwd_f16_s8", SCAN_BWD_THREADS, 3),
 ];
 
 /// The budget of `name`, if it is a kernel of this crate.

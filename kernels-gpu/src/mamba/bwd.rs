@@ -8,10 +8,10 @@
 //!   SRAM -> SRAM  per (channel, step): dt = delta', dtu = delta' u, dy = dout silu(z);
 //!                 B and C in f32, transposed (the forward's tile)
 //!   pass A        from the segment's checkpoint (the forward saved it), the recurrence
-//!                 forward over blocks 0..3 of 8 steps; the state at the start of blocks
-//!                 1, 2, 3 to SRAM (`snap`)
+//!                 forward over its blocks of SCAN_BWD_BLOCK (4) steps; the state at the
+//!                 start of blocks 1.. to SRAM (`snap`)
 //!   walk          block by block from the last: its 8 states recomputed into registers
-//!                 (hs, 8 x NS), then stepped back to front:
+//!                 (hs, 4 x NS), then stepped back to front:
 //!                   gh   = dh + dy C                  (dL/dh_t)
 //!                   dB  += gh dtu,  dC += dy h_t       (summed over channels, below)
 //!                   sgb  = sum_n gh B,  sga = sum_n gh dA h_{t-1} A,  y = sum_n h_t C
@@ -45,6 +45,7 @@ use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram, unroll};
 
 const SEG: u32 = SCAN_CHECKPOINT;
 const BLOCK: u32 = SCAN_BWD_BLOCK;
+const B: usize = BLOCK as usize;
 const LN2: f32 = core::f32::consts::LN_2;
 
 /// Where this CTA sits: batch row, group, its channels [c0, c0 + n_ch), and its index
@@ -160,12 +161,15 @@ fn load_f32s<T: Elem>(src: Sram) -> [f32; 8] {
     v
 }
 
-/// 8 consecutive f32 of a tile row.
+/// One block's BLOCK consecutive f32 of a tile row (16-byte vectors).
 #[inline(always)]
-fn load8(src: Sram) -> [f32; 8] {
-    let (lo, hi) = unsafe { (src.ld_v4(0), src.ld_v4(16)) };
-    let f = f32::from_bits;
-    [f(lo[0]), f(lo[1]), f(lo[2]), f(lo[3]), f(hi[0]), f(hi[1]), f(hi[2]), f(hi[3])]
+fn load_block(src: Sram) -> [f32; B] {
+    let mut v = [0.0f32; B];
+    unroll::<{ B / 4 }, _>(|q| {
+        let w = unsafe { src.ld_v4(q as u32 * 16) };
+        unroll::<4, _>(|e| v[q * 4 + e] = f32::from_bits(w[e]));
+    });
+    v
 }
 
 /// This thread's B (`c` false) or C quarters of one step's bc row: NS values.
@@ -187,14 +191,14 @@ fn bc_of<const NS: usize>(row: Sram, quarter: u32, c: bool) -> [f32; NS] {
 fn block_forward<const NS: usize>(
     h: &mut [f32; NS],
     a2: &[f32; NS],
-    dt: &[f32; 8],
-    dtu: &[f32; 8],
+    dt: &[f32; B],
+    dtu: &[f32; B],
     row0: Sram,
     bc_row: u32,
     quarter: u32,
     mut keep: impl FnMut(usize, &[f32; NS]),
 ) {
-    unroll::<8, _>(|i| {
+    unroll::<B, _>(|i| {
         let b = bc_of::<NS>(Sram { addr: row0.addr + i as u32 * bc_row }, quarter, false);
         unroll::<NS, _>(|n| h[n] = fma(exp2(dt[i] * a2[n]), h[n], dtu[i] * b[n]));
         keep(i, h);
@@ -500,7 +504,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
         let mut h = h0;
         let mut j = 0;
         while j + 1 < blocks {
-            let (dt, dtu) = (load8(dt_row.skip(j * BLOCK * 4)), load8(dtu_row.skip(j * BLOCK * 4)));
+            let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
             block_forward::<NS>(&mut h, &a2, &dt, &dtu, row_of(j), lay.bc_row(), quarter, |_, _| {});
             j += 1;
             let to = snap(j);
@@ -535,17 +539,17 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
                     }
                 });
             }
-            let (dt, dtu) = (load8(dt_row.skip(j * BLOCK * 4)), load8(dtu_row.skip(j * BLOCK * 4)));
+            let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
             let row0 = row_of(j);
-            let mut hs = [[0.0f32; NS]; 8];
+            let mut hs = [[0.0f32; NS]; B];
             let mut h = start;
             block_forward::<NS>(&mut h, &a2, &dt, &dtu, row0, lay.bc_row(), quarter, |i, h| hs[i] = *h);
             // The walk reads B, C, dtu and dy step by step (a fresh address: not the
-            // recompute's loads kept alive for 8 steps); the decays are recomputed: keeping
-            // them would hold 8 x NS more registers.
+            // recompute's loads kept alive for the block); the decays are recomputed:
+            // keeping them would hold BLOCK x NS more registers.
             let walk_row0 = row0.pinned();
-            unroll::<8, _>(|k| {
-                let i = 7 - k;
+            unroll::<B, _>(|k| {
+                let i = B - 1 - k;
                 let step = j * BLOCK + i as u32;
                 let row = walk_row0.skip(i as u32 * lay.bc_row());
                 let (b, cc) = (bc_of::<NS>(row, quarter, false), bc_of::<NS>(row, quarter, true));
@@ -583,8 +587,8 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
                         dy_row.st_f32(step * 4, y);
                     }
                 }
-                reduce_bc::<NS>(&dbv, &dcv, plan, lay, (i as u32) % f);
-                if (i as u32) % f == 0 {
+                reduce_bc::<NS>(&dbv, &dcv, plan, lay, step % f);
+                if step % f == 0 {
                     sync_threads();
                     unsafe { push_bc(p, lay, cta, t0 + step) };
                     sync_threads();

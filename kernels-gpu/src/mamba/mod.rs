@@ -225,14 +225,17 @@ pub const fn scan_bwd_threads(slices: u32) -> u32 {
 }
 
 /// The backward walks a segment in blocks of this many steps: a block's states are
-/// recomputed into registers (BWD_BLOCK x NS) and walked back to front.
-pub const SCAN_BWD_BLOCK: u32 = 8;
+/// recomputed into registers (SCAN_BWD_BLOCK x NS) and walked back to front.
+pub const SCAN_BWD_BLOCK: u32 = 4;
+/// The most steps of dB / dC the `red` tile holds between flushes.
+pub const SCAN_BWD_FLUSH: u32 = 8;
 /// SRAM for the cross-warp reduction of dB and dC: flushed every `flush_steps` steps
-/// (8, fewer for large d_state) so that it stays within this.
+/// (SCAN_BWD_FLUSH, fewer for large d_state) so that it stays within this.
 pub const SCAN_BWD_RED_BUDGET: u32 = 16 * 1024;
 
 /// States per thread of the backward, by d_state: 4 up to 16, 8 above (32 slices at
-/// d_state 256). Never 16: a block holds 8 x NS recomputed states in registers.
+/// d_state 256). Never 16: a block holds SCAN_BWD_BLOCK x NS recomputed states in
+/// registers.
 pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
     if d_state <= 16 { 4 } else { 8 }
 }
@@ -247,7 +250,7 @@ pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
 ///   dtu     delta' u, f32, same shape; the walk writes sum_n A dA h_prev dh over it
 ///   dy      dL/dy (dout silu(z)), f32, same shape; the walk writes y = <h, C> over it
 ///   bc      B and C in f32, [SEG][2 states + 4] (the forward's layout)
-///   snap    the state at the start of blocks 1, 2, 3: [3][threads][NS] f32 (snap,
+///   snap    the state at the start of blocks 1..: [SEG / BLOCK - 1][threads][NS] f32 (snap,
 ///           xch and red sit in the staged B and C rows' place when they fit there)
 ///   xch     per warp, one step's dB and dC of every lane, 2 NS x 32 f32: the warp sums
 ///           them over its channels through it
@@ -297,7 +300,7 @@ impl ScanBwdSmem {
         let dy = dtu + channels * row_f32;
         let bc = dy + channels * row_f32;
         let per_step = (threads / 32) * 2 * states * 4;
-        let mut flush_steps = SCAN_BWD_BLOCK;
+        let mut flush_steps = SCAN_BWD_FLUSH;
         while flush_steps > 1 && flush_steps * per_step > SCAN_BWD_RED_BUDGET {
             flush_steps /= 2;
         }
@@ -500,7 +503,7 @@ mod tests {
                 ] {
                     assert_eq!(off % 16, 0, "d_state {d_state}: offset {off} not 16-byte aligned");
                 }
-                assert!(SCAN_BWD_BLOCK % s.flush_steps == 0);
+                assert!(SCAN_CHECKPOINT % s.flush_steps == 0 && SCAN_CHECKPOINT % SCAN_BWD_BLOCK == 0);
             }
         }
         // 4 CTAs (16 warps) per SM at d_state 16, bf16.

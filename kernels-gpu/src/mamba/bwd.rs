@@ -548,13 +548,13 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
             // recompute's loads kept alive for the block); the decays are recomputed:
             // keeping them would hold BLOCK x NS more registers.
             let walk_row0 = row0.pinned();
+            let dy = load_block(dy_row.skip(j * BLOCK * 4));
             unroll::<B, _>(|k| {
                 let i = B - 1 - k;
                 let step = j * BLOCK + i as u32;
                 let row = walk_row0.skip(i as u32 * lay.bc_row());
                 let (b, cc) = (bc_of::<NS>(row, quarter, false), bc_of::<NS>(row, quarter, true));
-                let (dt_i, dtu_i, dy_i) =
-                    unsafe { (dt_row.ld_f32(step * 4), dtu_row.ld_f32(step * 4), dy_row.ld_f32(step * 4)) };
+                let (dt_i, dtu_i, dy_i) = (dt[i], dtu[i], dy[i]);
                 let prev = if i == 0 { start } else { hs[if i == 0 { 0 } else { i - 1 }] };
                 let (mut y, mut sgb, mut sga) = (0.0f32, 0.0f32, 0.0f32);
                 let (mut dbv, mut dcv) = ([0.0f32; NS], [0.0f32; NS]);

@@ -123,14 +123,15 @@ pub const KERNELS: &[KernelInfo] = &[
 /// does: ptxas then keeps the kernel within 64K / (threads x ctas) registers. rustc has
 /// no attribute for them. Every launch of these kernels uses at most `threads` threads.
 pub const LAUNCH_BOUNDS: &[(&str, u32, u32)] = &[
-    // 4 CTAs of 128 threads (16 warps) per SM: <= 128 registers, which 4 states per
-    // thread fit without spills; 8 states per thread need ~167: 3 CTAs.
-    ("scan_bwd_f32_s4", SCAN_BWD_THREADS, 4),
-    ("scan_bwd_bf16_s4", SCAN_BWD_THREADS, 4),
-    ("scan_bwd_f16_s4", SCAN_BWD_THREADS, 4),
-    ("scan_bwd_f32_s8", SCAN_BWD_THREADS, 3),
-    ("scan_bwd_bf16_s8", SCAN_BWD_THREADS, 3),
-    ("scan_bwd_f16_s8", SCAN_BWD_THREADS, 3),
+    // 3 CTAs of 128 threads (12 warps) per SM: <= 168 registers, which 4 states per thread
+    // fit without spills (4 CTAs, <= 128, spill 4-24 bytes since the checkpoint interval
+    // is walked in segments); 8 states per thread: 2 CTAs.
+    ("scan_bwd_f32_s4", SCAN_BWD_THREADS, 3),
+    ("scan_bwd_bf16_s4", SCAN_BWD_THREADS, 3),
+    ("scan_bwd_f16_s4", SCAN_BWD_THREADS, 3),
+    ("scan_bwd_f32_s8", SCAN_BWD_THREADS, 2),
+    ("scan_bwd_bf16_s8", SCAN_BWD_THREADS, 2),
+    ("scan_bwd_f16_s8", SCAN_BWD_THREADS, 2),
 ];
 
 /// The budget of `name`, if it is a kernel of this crate.

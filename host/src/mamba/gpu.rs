@@ -3,8 +3,8 @@
 
 use super::{Problem, ScanGrads, ScanInputs, ScanOutput};
 use crate::kernels::mamba::{
-    SCAN_SUM_THREADS, SCAN_THREADS, ScanBwdParams, ScanBwdSmem, ScanFwdParams, ScanSmem, ScanSumParams,
-    scan_bwd_states_per_thread, scan_slices_for, scan_states_for_launch,
+    SCAN_BWD_SEG, SCAN_CHECKPOINT, SCAN_SUM_THREADS, SCAN_THREADS, ScanBwdParams, ScanBwdSmem, ScanFwdParams, ScanSmem,
+    ScanSumParams, scan_bwd_states_per_thread, scan_slices_for, scan_states_for_launch,
 };
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{Element, Error, Result, Tensor};
@@ -140,6 +140,10 @@ pub(crate) fn backward<T: Element>(
     if !deterministic {
         dbc.fill_bytes(0)?;
     }
+    let grid = grid_x(p, x, ctas_per_group)?;
+    let per = (SCAN_CHECKPOINT / SCAN_BWD_SEG) as usize;
+    let starts =
+        GpuTensor::<f32>::uninit(&gpu, &[grid as usize * p.batch, lay.threads as usize, per - 1, ns as usize])?;
     let params = ScanBwdParams {
         u: u.device_addr(),
         delta: x.delta.gpu_data("delta")?.device_addr(),
@@ -170,8 +174,9 @@ pub(crate) fn backward<T: Element>(
         delta_softplus: p.delta_softplus as u32,
         deterministic: deterministic as u32,
         threads: lay.threads,
+        _pad: 0,
+        starts: starts.device_addr(),
     };
-    let grid = grid_x(p, x, ctas_per_group)?;
     let cfg = LaunchGrid { grid: (grid, p.batch as u32, 1), block: lay.threads, smem: lay.total };
     gpu.launch(&format!("scan_bwd_{}_s{ns}", T::DTYPE.suffix()), cfg, &params)?;
 

@@ -43,7 +43,9 @@ use crate::device::thread::{block_x, block_y, sync_threads, tid};
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram, unroll};
 
-const SEG: u32 = SCAN_CHECKPOINT;
+const SEG: u32 = SCAN_BWD_SEG;
+/// Segments per checkpoint interval.
+const PER: u32 = SCAN_CHECKPOINT / SCAN_BWD_SEG;
 const BLOCK: u32 = SCAN_BWD_BLOCK;
 const B: usize = BLOCK as usize;
 const LN2: f32 = core::f32::consts::LN_2;
@@ -466,37 +468,94 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
         Sram::at(lay.dy + ch_l * lay.row_f32()),
     );
     let snap = |j: u32| Sram::at(lay.snap + ((j - 1) * lay.threads + t_id) * NS as u32 * 4);
-    let mut s = n_ckpt;
-    while s > 0 {
-        s -= 1;
-        let t0 = s * SEG;
-        let valid = if p.seqlen - t0 < SEG { p.seqlen - t0 } else { SEG };
-        // Every thread is past the previous segment's epilogue: the raw rows are free.
+    let tile = BcTile {
+        raw: Sram::at(lay.raw_b).addr,
+        row_bytes: lay.raw_row,
+        tile: Sram::at(lay.bc).addr,
+        tile_row: lay.bc_row(),
+        states: lay.states,
+        slices: lay.slices,
+        threads: lay.threads,
+    };
+    // The segment at t0 into SRAM: staged, then dt / dtu / dy and the B, C tile.
+    let prepare = |t0: u32, valid: u32| {
+        // Every thread is past the previous segment's last use of the raw rows and tiles.
         sync_threads();
         unsafe { stage_segment::<T>(p, lay, cta, t0, aligned) };
         commit();
         wait_group::<0>();
         sync_threads();
         unsafe { convert_segment::<T>(p, lay, cta, valid) };
-        let tile = BcTile {
-            raw: Sram::at(lay.raw_b).addr,
-            row_bytes: lay.raw_row,
-            tile: Sram::at(lay.bc).addr,
-            tile_row: lay.bc_row(),
-            states: lay.states,
-            slices: lay.slices,
-            threads: lay.threads,
-        };
         unsafe { bc_to_f32::<T, NS>(tile, t_id) };
         sync_threads();
-
-        let mut h0 = [0.0f32; NS];
+    };
+    let cta_id = (block_y() * crate::device::thread::grid_x() + block_x()) as usize;
+    let starts = HbmMut::<f32>::from_addr(p.starts)
+        .offset((cta_id * lay.threads as usize + t_id as usize) * (PER as usize - 1) * NS);
+    let start_of = |k: u32| starts.offset((k as usize - 1) * NS);
+    let n_seg = p.seqlen.div_ceil(SEG);
+    let checkpoint = |c: u32| {
+        let mut h = [0.0f32; NS];
         unroll::<NS, _>(|n| {
             if has(n) {
-                let at = (bc * n_ckpt as usize + s as usize) * ds + n0 + n;
-                h0[n] = unsafe { Hbm::<f32>::from_addr(p.checkpoints).load(at) };
+                let at = (bc * n_ckpt as usize + c as usize) * ds + n0 + n;
+                h[n] = unsafe { Hbm::<f32>::from_addr(p.checkpoints).load(at) };
             }
         });
+        h
+    };
+    let mut s = n_seg;
+    while s > 0 {
+        s -= 1;
+        let (c, k) = (s / PER, s % PER);
+        if s + 1 == n_seg || k + 1 == PER {
+            // The first segment visited of checkpoint interval c: step the state from its
+            // checkpoint to the start of each earlier segment of the interval (all whole).
+            let mut h = checkpoint(c);
+            let mut kk = 0;
+            while kk < k {
+                prepare((c * PER + kk) * SEG, SEG);
+                let mut j = 0;
+                while j < SEG / BLOCK {
+                    let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
+                    let row = Sram::at(lay.bc + j * BLOCK * lay.bc_row() + slice * 32).pinned();
+                    block_forward::<NS>(&mut h, &a2, &dt, &dtu, row, lay.bc_row(), quarter, |_, _| {});
+                    j += 1;
+                }
+                kk += 1;
+                let to = start_of(kk);
+                unroll::<4, _>(|q| {
+                    if q * 4 < NS {
+                        let w = [
+                            h[q * 4].to_bits(),
+                            h[q * 4 + 1].to_bits(),
+                            h[q * 4 + 2].to_bits(),
+                            h[q * 4 + 3].to_bits(),
+                        ];
+                        unsafe { to.store_v4(q * 4, w) };
+                    }
+                });
+            }
+        }
+        let t0 = s * SEG;
+        let valid = if p.seqlen - t0 < SEG { p.seqlen - t0 } else { SEG };
+        prepare(t0, valid);
+
+        // The state before the segment: the checkpoint, or the advance pass's (reloaded,
+        // not kept in registers across the interval).
+        let mut h0 = [0.0f32; NS];
+        if k == 0 {
+            h0 = checkpoint(c);
+        } else {
+            let from = start_of(k);
+            unroll::<4, _>(|q| {
+                if q * 4 < NS {
+                    // Coherent loads: this thread wrote them in this launch.
+                    let w = unsafe { from.load_v4(q * 4) };
+                    unroll::<4, _>(|e| h0[q * 4 + e] = f32::from_bits(w[e]));
+                }
+            });
+        }
         let blocks = valid.div_ceil(BLOCK);
         let row_of = |j: u32| Sram::at(lay.bc + j * BLOCK * lay.bc_row() + slice * 32).pinned();
 

@@ -22,10 +22,15 @@ mod fwd;
 
 /// The state is saved every `SCAN_CHECKPOINT` steps: checkpoint i is h before step
 /// i * SCAN_CHECKPOINT (checkpoint 0 is the initial state). Layout f32 `[batch, dim,
-/// n_checkpoints, d_state]`: 1/32 of a `[batch, dim, seqlen, d_state]` tensor. The backward
-/// kernel walks one such segment at a time in reverse, recomputing its states from the
-/// checkpoint: a segment's inputs fit its SRAM, and it never holds more states than that.
-pub const SCAN_CHECKPOINT: u32 = 32;
+/// n_checkpoints, d_state]`: 1/128 of a `[batch, dim, seqlen, d_state]` tensor. (Every 32
+/// steps cost the forward 0.17-0.24 ms at b = 8, dim = 4096, L = 4096, d_state 16: the
+/// extra state writes; measured on an H200.)
+pub const SCAN_CHECKPOINT: u32 = 128;
+
+/// The backward kernel walks the sequence in segments of this many steps, in reverse: a
+/// segment's inputs fit its SRAM. Per checkpoint interval it first steps the state from
+/// the checkpoint to each of the interval's segment starts (`ScanBwdSmem::starts`).
+pub const SCAN_BWD_SEG: u32 = 32;
 
 /// The largest d_state.
 pub const SCAN_MAX_STATE: u32 = 256;
@@ -241,7 +246,7 @@ pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
 }
 
 /// SRAM layout of one backward CTA (byte offsets from the arena start), for one segment
-/// of SEG = SCAN_CHECKPOINT steps, every element type:
+/// of SEG = SCAN_BWD_SEG steps, every element type:
 ///   raw     u, delta, dout, z rows of the CTA's `channels` (SEG x elem bytes + 16 of
 ///           padding each), then B and C rows (`states` each, SEG x elem bytes): one
 ///           stage, cp.async
@@ -256,6 +261,8 @@ pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
 ///           them over its channels through it
 ///   red     per-warp dB and dC of `flush_steps` steps: [warps][2][states][flush_steps]
 ///   acc     dD and ddelta_bias sums per channel, f32 [2][channels]
+/// (The state at the start of each segment of a checkpoint interval lives in HBM, in
+/// `ScanBwdParams::starts`: SRAM is full at 4 CTAs per SM.)
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ScanBwdSmem {
     pub threads: u32,
@@ -286,7 +293,7 @@ impl ScanBwdSmem {
 
     /// The layout for CTAs of `threads` threads (a multiple of 32 and of the slices).
     pub const fn with_threads(d_state: u32, elem_bytes: u32, ns: u32, threads: u32) -> ScanBwdSmem {
-        let seg = SCAN_CHECKPOINT;
+        let seg = SCAN_BWD_SEG;
         let slices = scan_slices_for(d_state, ns);
         let channels = threads / slices;
         let states = ns * slices;
@@ -343,7 +350,7 @@ impl ScanBwdSmem {
     }
     /// Bytes per row of the dt, dtu and dy tiles.
     pub const fn row_f32(self) -> u32 {
-        (SCAN_CHECKPOINT + 4) * 4
+        (SCAN_BWD_SEG + 4) * 4
     }
     /// Bytes per (step) row of bc.
     pub const fn bc_row(self) -> u32 {
@@ -416,6 +423,11 @@ pub struct ScanBwdParams {
     pub deterministic: u32,
     /// Threads per CTA (the layout's `threads`).
     pub threads: u32,
+    pub _pad: u32,
+    /// Scratch f32 `[CTAs, threads, SCAN_CHECKPOINT / SCAN_BWD_SEG - 1, NS]`: each
+    /// thread's state at the start of segments 1.. of the interval it is walking (L2
+    /// resident: 6 MiB at b = 8, dim = 4096, d_state 16).
+    pub starts: u64,
 }
 
 /// Threads per CTA of the reductions that finish the backward.
@@ -471,8 +483,8 @@ mod tests {
         assert_eq!(scan_slices_for(256, scan_states_per_thread(256)), 16);
         // 4 CTAs per SM (16 warps) at d_state 16, bf16 (1 KiB per CTA is the driver's).
         assert!(4 * (ScanSmem::new(16, 2, 8).total + 1024) <= 228 * 1024);
-        assert_eq!(scan_checkpoints(32), 1);
-        assert_eq!(scan_checkpoints(33), 2);
+        assert_eq!(scan_checkpoints(128), 1);
+        assert_eq!(scan_checkpoints(129), 2);
     }
 
     #[test]
@@ -503,7 +515,8 @@ mod tests {
                 ] {
                     assert_eq!(off % 16, 0, "d_state {d_state}: offset {off} not 16-byte aligned");
                 }
-                assert!(SCAN_CHECKPOINT % s.flush_steps == 0 && SCAN_CHECKPOINT % SCAN_BWD_BLOCK == 0);
+                assert!(SCAN_BWD_SEG % s.flush_steps == 0 && SCAN_BWD_SEG % SCAN_BWD_BLOCK == 0);
+                assert!(SCAN_CHECKPOINT % SCAN_BWD_SEG == 0);
             }
         }
         // 4 CTAs (16 warps) per SM at d_state 16, bf16.

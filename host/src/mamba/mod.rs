@@ -81,7 +81,8 @@ pub struct ScanOutput<T: Element> {
     pub out: Tensor<T>,
     /// `[batch, dim, d_state]`: h after the last step
     pub final_state: Tensor<f32>,
-    /// `[batch, dim, n_ckpt, d_state]`: the state before steps 0, 512, 1024, ...
+    /// `[batch, dim, n_ckpt, d_state]`: the state before steps 0, 128, 256, ... (every
+    /// `SCAN_CHECKPOINT`)
     pub checkpoints: Tensor<f32>,
 }
 

@@ -13,7 +13,7 @@ use flashscan::mamba::{ScanGrads, ScanOptions, selective_scan};
 use flashscan::{Device, Element, Tensor, bf16, f16, runtime::Gpu};
 use ndarray::{ArrayD, Axis, Slice};
 use proptest::prelude::*;
-use scan_common::{Case, Inputs, Tol, check_grads, forward_errors, run_with, tol, tol_of};
+use scan_common::{Case, Inputs, Tol, check_grads, forward_errors, print_error, run_with, tol, tol_of};
 
 /// State steps (batch * dim * seqlen * d_state) per random case: the f64 reference is the
 /// slow part.
@@ -46,15 +46,7 @@ fn check_forward_with<T: Element>(case: &Case, states_per_thread: Option<u32>) -
     let tol = gpu_tol::<T>();
     for (name, err) in forward_errors(&x, &fwd)? {
         let limit = tol_of(&tol, name);
-        // Shown with --nocapture: the measured errors for the performance log and notes.
-        eprintln!(
-            "{} b={} dim={} n={} L={}: {name} error {err:.2e}",
-            T::DTYPE,
-            case.batch,
-            case.dim(),
-            case.d_state,
-            case.seqlen
-        );
+        print_error::<T>(case, name, err);
         if err.is_nan() || err > limit {
             return Err(format!("{name}: error {err:.3e} > {limit:.1e}\n  in {case:?} ({})", T::DTYPE));
         }

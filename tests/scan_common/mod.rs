@@ -422,6 +422,12 @@ pub fn check_with<T: Element>(case: &Case, x: &Inputs<T>, device: Device, tol: T
     check_grads(case, x, &fwd, &grads, tol)
 }
 
+/// One measured error on stderr (seen with --nocapture: the figures for the notes).
+pub fn print_error<T: Element>(case: &Case, name: &str, err: f64) {
+    let (b, d, n, l) = (case.batch, case.dim(), case.d_state, case.seqlen);
+    eprintln!("{} b={b} dim={d} n={n} L={l}: {name} error {err:.2e}", T::DTYPE);
+}
+
 /// Compares forward and backward results with the reference; returns the first error
 /// over its tolerance. Prints every measured error to stderr (seen with --nocapture).
 pub fn check_grads<T: Element>(
@@ -433,14 +439,7 @@ pub fn check_grads<T: Element>(
 ) -> Result<(), String> {
     let errs = errors(x, fwd, grads).map_err(|e| format!("{e}\n  in {case:?} ({})", T::DTYPE))?;
     for (name, err) in errs {
-        eprintln!(
-            "{} b={} dim={} n={} L={}: {name} error {err:.2e}",
-            T::DTYPE,
-            case.batch,
-            case.dim(),
-            case.d_state,
-            case.seqlen
-        );
+        print_error::<T>(case, name, err);
         let limit = tol_of(&tol, name);
         if err.is_nan() || err > limit {
             return Err(format!("{name}: relative error {err:.3e} > {limit:.1e}\n  in {case:?} ({})", T::DTYPE));

@@ -7,15 +7,8 @@ use crate::kernels::mamba::{
     ScanSumParams, scan_bwd_states_per_thread, scan_slices_for, scan_states_for_launch,
 };
 use crate::runtime::{GpuTensor, LaunchGrid};
+use crate::tensor::device_addr_or_0 as addr;
 use crate::{Element, Error, Result, Tensor};
-
-/// The device address of an optional input (0 when absent).
-fn addr<E: Element>(t: Option<&Tensor<E>>, name: &'static str) -> Result<u64> {
-    Ok(match t {
-        Some(t) => t.gpu_data(name)?.device_addr(),
-        None => 0,
-    })
-}
 
 /// Launch limits, checked before anything is allocated: batch is the grid's y, steps
 /// are counted in u32.

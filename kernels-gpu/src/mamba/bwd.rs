@@ -64,7 +64,7 @@ struct Cta {
 /// Issues the copies of the segment at `t0` into the raw rows; zeros past the end and for
 /// absent channels or states.
 #[inline(always)]
-unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u32, aligned: bool) {
+unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u32, aligned: bool, walk: bool) {
     let (vecs, lanes) = (SEG * T::BYTES / 16, T::LANES as u32);
     let mut i = tid();
     while i < lay.channels * vecs {
@@ -75,9 +75,12 @@ unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, 
         unsafe {
             copy_vec::<T>(at(0), p.u, row, t, ok, p.seqlen, aligned);
             copy_vec::<T>(at(1), p.delta, row, t, ok, p.seqlen, aligned);
-            copy_vec::<T>(at(2), p.dout, row, t, ok, p.seqlen, aligned);
-            if p.z != 0 {
-                copy_vec::<T>(at(3), p.z, row, t, ok, p.seqlen, aligned);
+            // dout and z only for a segment the walk visits (not the advance pass).
+            if walk {
+                copy_vec::<T>(at(2), p.dout, row, t, ok, p.seqlen, aligned);
+                if p.z != 0 {
+                    copy_vec::<T>(at(3), p.z, row, t, ok, p.seqlen, aligned);
+                }
             }
         }
         i += lay.threads;
@@ -96,9 +99,10 @@ unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, 
 }
 
 /// Per (channel, step) of the staged segment: dt = delta' (0 past the end: the state
-/// is kept, nothing flows), dtu = dt u, dy = dout silu(z) (or dout) into the f32 tiles.
+/// is kept, nothing flows), dtu = dt u, and for a segment the walk visits dy = dout
+/// silu(z) (or dout), into the f32 tiles.
 #[inline(always)]
-unsafe fn convert_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, valid: u32) {
+unsafe fn convert_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, valid: u32, walk: bool) {
     let (vecs, lanes) = (SEG * T::BYTES / 16, T::LANES as u32);
     let mut i = tid();
     while i < lay.channels * vecs {
@@ -109,16 +113,12 @@ unsafe fn convert_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta
             0.0
         };
         let raw = |k: u32| T::unpack_v4(unsafe { Sram::at(lay.raw(k, r)).ld_v4(vec * 16) });
-        let (ur, dr, gr) = (raw(0), raw(1), raw(2));
-        let (mut dt, mut dtu, mut dy) = ([0.0f32; 8], [0.0f32; 8], gr);
+        let (ur, dr) = (raw(0), raw(1));
+        let (mut dt, mut dtu) = ([0.0f32; 8], [0.0f32; 8]);
         if p.delta_softplus != 0 {
             unroll::<8, _>(|e| dt[e] = softplus(dr[e] + bias));
         } else {
             unroll::<8, _>(|e| dt[e] = dr[e] + bias);
-        }
-        if p.z != 0 {
-            let zr = raw(3);
-            unroll::<8, _>(|e| dy[e] = gr[e] * silu(zr[e]));
         }
         unroll::<8, _>(|e| {
             if vec * lanes + e as u32 >= valid {
@@ -129,7 +129,14 @@ unsafe fn convert_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta
         let at = r * lay.row_f32() + vec * lanes * 4;
         store_f32s::<T>(Sram::at(lay.dt + at), &dt);
         store_f32s::<T>(Sram::at(lay.dtu + at), &dtu);
-        store_f32s::<T>(Sram::at(lay.dy + at), &dy);
+        if walk {
+            let mut dy = raw(2);
+            if p.z != 0 {
+                let zr = raw(3);
+                unroll::<8, _>(|e| dy[e] = dy[e] * silu(zr[e]));
+            }
+            store_f32s::<T>(Sram::at(lay.dy + at), &dy);
+        }
         i += lay.threads;
     }
 }
@@ -185,6 +192,30 @@ fn bc_of<const NS: usize>(row: Sram, quarter: u32, c: bool) -> [f32; NS] {
         }
     });
     v
+}
+
+/// `h` as NS / 4 16-byte vectors: `put(q, words)` for vector q.
+#[inline(always)]
+fn put_quads<const NS: usize>(h: &[f32; NS], mut put: impl FnMut(u32, [u32; 4])) {
+    unroll::<4, _>(|q| {
+        if q * 4 < NS {
+            let i = q * 4;
+            put(q as u32, [h[i].to_bits(), h[i + 1].to_bits(), h[i + 2].to_bits(), h[i + 3].to_bits()]);
+        }
+    });
+}
+
+/// NS floats from NS / 4 16-byte vectors: `get(q)` gives vector q.
+#[inline(always)]
+fn get_quads<const NS: usize>(mut get: impl FnMut(u32) -> [u32; 4]) -> [f32; NS] {
+    let mut h = [0.0f32; NS];
+    unroll::<4, _>(|q| {
+        if q * 4 < NS {
+            let w = get(q as u32);
+            unroll::<4, _>(|e| h[q * 4 + e] = f32::from_bits(w[e]));
+        }
+    });
+    h
 }
 
 /// One block of BLOCK steps of the recurrence from `h`; `keep(i, h)` sees the state
@@ -477,17 +508,25 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
         slices: lay.slices,
         threads: lay.threads,
     };
-    // The segment at t0 into SRAM: staged, then dt / dtu / dy and the B, C tile.
-    let prepare = |t0: u32, valid: u32| {
+    // The segment at t0 into SRAM: staged, then dt / dtu (and dy when it is to be
+    // walked) and the B, C tile.
+    let prepare = |t0: u32, valid: u32, walk: bool| {
         // Every thread is past the previous segment's last use of the raw rows and tiles.
         sync_threads();
-        unsafe { stage_segment::<T>(p, lay, cta, t0, aligned) };
+        unsafe { stage_segment::<T>(p, lay, cta, t0, aligned, walk) };
         commit();
         wait_group::<0>();
         sync_threads();
-        unsafe { convert_segment::<T>(p, lay, cta, valid) };
+        unsafe { convert_segment::<T>(p, lay, cta, valid, walk) };
         unsafe { bc_to_f32::<T, NS>(tile, t_id) };
         sync_threads();
+    };
+    // This thread's B, C quarter in block j's first bc row, and one block of the
+    // recurrence (the advance pass and pass A).
+    let row_of = |j: u32| Sram::at(lay.bc + j * BLOCK * lay.bc_row() + slice * 32).pinned();
+    let step_block = |h: &mut [f32; NS], j: u32| {
+        let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
+        block_forward::<NS>(h, &a2, &dt, &dtu, row_of(j), lay.bc_row(), quarter, |_, _| {});
     };
     let cta_id = (block_y() * crate::device::thread::grid_x() + block_x()) as usize;
     let starts = HbmMut::<f32>::from_addr(p.starts)
@@ -514,90 +553,52 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
             let mut h = checkpoint(c);
             let mut kk = 0;
             while kk < k {
-                prepare((c * PER + kk) * SEG, SEG);
+                prepare((c * PER + kk) * SEG, SEG, false);
                 let mut j = 0;
                 while j < SEG / BLOCK {
-                    let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
-                    let row = Sram::at(lay.bc + j * BLOCK * lay.bc_row() + slice * 32).pinned();
-                    block_forward::<NS>(&mut h, &a2, &dt, &dtu, row, lay.bc_row(), quarter, |_, _| {});
+                    step_block(&mut h, j);
                     j += 1;
                 }
                 kk += 1;
                 let to = start_of(kk);
-                unroll::<4, _>(|q| {
-                    if q * 4 < NS {
-                        let w = [
-                            h[q * 4].to_bits(),
-                            h[q * 4 + 1].to_bits(),
-                            h[q * 4 + 2].to_bits(),
-                            h[q * 4 + 3].to_bits(),
-                        ];
-                        unsafe { to.store_v4(q * 4, w) };
-                    }
-                });
+                put_quads(&h, |q, w| unsafe { to.store_v4(q as usize * 4, w) });
             }
         }
         let t0 = s * SEG;
         let valid = if p.seqlen - t0 < SEG { p.seqlen - t0 } else { SEG };
-        prepare(t0, valid);
+        prepare(t0, valid, true);
 
         // The state before the segment: the checkpoint, or the advance pass's (reloaded,
         // not kept in registers across the interval).
-        let mut h0 = [0.0f32; NS];
-        if k == 0 {
-            h0 = checkpoint(c);
+        let h0 = if k == 0 {
+            checkpoint(c)
         } else {
+            // Coherent loads: this thread wrote them in this launch.
             let from = start_of(k);
-            unroll::<4, _>(|q| {
-                if q * 4 < NS {
-                    // Coherent loads: this thread wrote them in this launch.
-                    let w = unsafe { from.load_v4(q * 4) };
-                    unroll::<4, _>(|e| h0[q * 4 + e] = f32::from_bits(w[e]));
-                }
-            });
-        }
+            get_quads(|q| unsafe { from.load_v4(q as usize * 4) })
+        };
         let blocks = valid.div_ceil(BLOCK);
-        let row_of = |j: u32| Sram::at(lay.bc + j * BLOCK * lay.bc_row() + slice * 32).pinned();
 
         // Pass A: the states at the start of blocks 1.. (block 0 starts from h0).
         let mut h = h0;
         let mut j = 0;
         while j + 1 < blocks {
-            let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
-            block_forward::<NS>(&mut h, &a2, &dt, &dtu, row_of(j), lay.bc_row(), quarter, |_, _| {});
+            step_block(&mut h, j);
             j += 1;
             let to = snap(j);
-            unroll::<4, _>(|k| {
-                if k * 4 < NS {
-                    unsafe {
-                        to.st_v4(
-                            k as u32 * 16,
-                            [
-                                h[k * 4].to_bits(),
-                                h[k * 4 + 1].to_bits(),
-                                h[k * 4 + 2].to_bits(),
-                                h[k * 4 + 3].to_bits(),
-                            ],
-                        )
-                    };
-                }
-            });
+            put_quads(&h, |q, w| unsafe { to.st_v4(q * 16, w) });
         }
 
         // The walk.
         let mut j = blocks;
         while j > 0 {
             j -= 1;
-            let mut start = h0;
-            if j > 0 {
+            let start = if j > 0 {
                 let from = snap(j);
-                unroll::<4, _>(|k| {
-                    if k * 4 < NS {
-                        let w = unsafe { from.ld_v4(k as u32 * 16) };
-                        unroll::<4, _>(|q| start[k * 4 + q] = f32::from_bits(w[q]));
-                    }
-                });
-            }
+                get_quads(|q| unsafe { from.ld_v4(q * 16) })
+            } else {
+                h0
+            };
             let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
             let row0 = row_of(j);
             let mut hs = [[0.0f32; NS]; B];

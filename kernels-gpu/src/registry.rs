@@ -2,6 +2,7 @@
 //! with. The PTX test runs `ptxas -v` over all of them and fails on spills, stack frames
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
+use crate::attention::decode::{SPLIT_D64, SPLIT_D128, SPLIT_D256};
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
 use crate::conv::{CONV_BWD_SMEM_BUDGET, CONV_FWD_SMEM_BUDGET};
 use crate::mamba::{SCAN_BWD_SMEM_BUDGET, SCAN_BWD_THREADS, SCAN_FWD_SMEM_BUDGET};
@@ -30,6 +31,12 @@ const NORM: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 /// The attention forward: tensor cores fed by ldmatrix (plain for Q, K; .trans for V),
 /// cp.async K/V streaming, ex2 softmax.
 const ATTN_FWD: &[&str] = &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"];
+/// The split-KV decode kernel: the forward's tensor-core block step, a paged or
+/// contiguous cp.async stream of K/V, the warps' merge through SRAM (16-byte reads).
+const ATTN_SPLIT: &[&str] =
+    &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx", "ld.shared.v4"];
+/// The split combine: 16-byte reads of the f32 partials, warp reductions.
+const ATTN_COMBINE: &[&str] = &["ld.global.nc.v4", "shfl.sync.bfly", "ex2.approx"];
 
 /// The scan forward: cp.async-staged chunks, one ex2 per step and state.
 const SCAN_FWD: &[&str] = &[CP_ASYNC, "ex2.approx", "ld.shared.v4"];
@@ -72,6 +79,16 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_fwd_d192_f16", FWD_D192.smem_bytes(), ATTN_FWD),
     k("attn_fwd_d256_bf16", FWD_D256.smem_bytes(), ATTN_FWD),
     k("attn_fwd_d256_f16", FWD_D256.smem_bytes(), ATTN_FWD),
+    k("attn_split_d64_bf16", SPLIT_D64.smem_bytes(), ATTN_SPLIT),
+    k("attn_split_d64_f16", SPLIT_D64.smem_bytes(), ATTN_SPLIT),
+    k("attn_split_d128_bf16", SPLIT_D128.smem_bytes(), ATTN_SPLIT),
+    k("attn_split_d128_f16", SPLIT_D128.smem_bytes(), ATTN_SPLIT),
+    k("attn_split_d256_bf16", SPLIT_D256.smem_bytes(), ATTN_SPLIT),
+    k("attn_split_d256_f16", SPLIT_D256.smem_bytes(), ATTN_SPLIT),
+    k("attn_combine_bf16", 0, ATTN_COMBINE),
+    k("attn_combine_f16", 0, ATTN_COMBINE),
+    k("kv_append_bf16", 0, &[]),
+    k("kv_append_f16", 0, &[]),
     k("scan_fwd_f32_s4", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
     k("scan_fwd_f32_s8", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
     k("scan_fwd_f32_s16", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),

@@ -4,7 +4,7 @@
 # then the benchmarks (norm; attention and the selective scan against torch, each in one
 # run; conv1d and the decode steps against the copy bandwidth). Logs under $LOGS.
 #
-#   ONLY=tests|bench_attention|bench_scan|bench_scan_bwd|bench_conv gpu/check_and_bench.sh
+#   ONLY=tests|bench_attention|bench_scan|bench_scan_bwd|bench_decode|bench_conv gpu/check_and_bench.sh
 #   runs one part (the GPU tool stops a call after 10 minutes; each part fits one)
 cd "$(dirname "$0")/.."
 export LOGS="${LOGS:-logs}"
@@ -20,7 +20,9 @@ if part tests; then
       "gpu_scan gpu_two_halves_equal_one_run" "gpu_scan gpu_every_kernel_variant" \
       "gpu_scan gpu_backward_small_and_ragged" \
       "gpu_conv gpu_conv_two_halves_equal_one_run" "gpu_conv gpu_conv_options_one_at_a_time" \
-      "gpu_decode gpu_decode_small_ragged" "gpu_ops gpu_ops_edge_shapes"; do
+      "gpu_decode gpu_decode_small_ragged" "gpu_ops gpu_ops_edge_shapes" \
+      "gpu_flash_decode gpu_empty_sequences_and_masked_rows" \
+      "gpu_flash_decode gpu_paged_equals_contiguous_and_matches_the_cpu_path"; do
       set -- $t
       timeout 240 "$san" --tool "$tool" --error-exitcode 9 "tests/$1" --include-ignored --test-threads=1 ${2:-} \
         >"$LOGS/sanitizer_${tool}_$1_${2:-all}.log" 2>&1
@@ -43,6 +45,9 @@ fi
 if part bench_scan_bwd; then
   timeout 540 python3 gpu/bench_scan.py examples/bench_scan --bwd-only ${QUICK:+--quick} --out "$LOGS" 2>&1 \
     | tee "$LOGS/bench_scan_bwd.txt"
+fi
+if part bench_decode; then
+  timeout 400 python3 gpu/bench_decode.py examples/bench_decode --out "$LOGS" 2>&1 | tee "$LOGS/bench_decode.txt"
 fi
 if part bench_conv; then
   timeout 300 examples/bench_conv >"$LOGS/bench_conv.json" 2>"$LOGS/bench_conv.txt"; cat "$LOGS/bench_conv.txt"

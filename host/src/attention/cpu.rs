@@ -300,7 +300,7 @@ fn head<T: Element>(x: &Inputs, p: &Problem, b: usize, h: usize, t: &mut Tiles) 
 /// `a · b` in f32 with eight independent partial sums (the compiler vectorises them; the
 /// head dimension is a multiple of 8). Plain multiply and add: `mul_add` is a library
 /// call on CPUs built without FMA.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut part = [0.0f32; LANES];
     let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));

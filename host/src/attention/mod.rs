@@ -21,7 +21,14 @@
 //! other rows are unaffected; a NaN in k or v reaches every query that sees that key.
 
 mod cpu;
+mod decode;
+mod decode_cpu;
+mod decode_gpu;
 mod gpu;
+mod kv_cache;
+
+pub use decode::{DecodeOptions, decode};
+pub use kv_cache::{KvCache, PAGE_SIZE_MULTIPLE, Rotary};
 
 use crate::tensor::check;
 use crate::{DType, Device, Element, Error, Result, Tensor};

@@ -14,7 +14,7 @@
 //! angle exact at large positions (an f32 `position x inv_freq` loses ~position x 2^-24
 //! radians).
 
-mod cpu;
+pub(crate) mod cpu;
 mod gpu;
 
 use crate::tensor::check;

@@ -9,42 +9,17 @@
 //!   regs          S, P (f32 -> bf16/f16 in place), O accumulator, row max m, row sum l
 //!   regs -> HBM   O (rounded) and lse, once
 
+use super::block::{Mask, accumulate_pv, mask_scores, online_softmax, scores, softcap};
 use super::tile::load_tile;
 use super::{AttnFwdParams, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256, FWD_STAGES as STAGES};
 use crate::device::cp_async::{commit, wait_group};
-use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
-use crate::device::math::{exp2, fma, log2, max, rcp};
-use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, warp};
+use crate::device::ldmatrix::ldmatrix_x4;
+use crate::device::math::{log2, rcp};
+use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, warp};
 use crate::device::warp::shfl_xor;
-use crate::device::{Bf16, F16, FragA, FragB, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
+use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
 
 const LN2: f32 = core::f32::consts::LN_2;
-const LOG2E: f32 = core::f32::consts::LOG2_E;
-
-/// tanh(x) = 1 - 2 / (2^(2x log2 e) + 1): ex2 + rcp, ~1e-7 absolute error (the
-/// `tanh.approx` instruction is only good to ~5e-4, too coarse under a softcap of 30).
-#[inline(always)]
-fn tanh_precise(x: f32) -> f32 {
-    1.0 - 2.0 * rcp(exp2(2.0 * LOG2E * x) + 1.0)
-}
-
-/// Which keys a query row sees (all i32: positions fit, and the window math is signed).
-#[derive(Clone, Copy)]
-struct Mask {
-    seqlen_k: i32,
-    shift: i32,
-    left: i32,
-    right: i32,
-}
-
-impl Mask {
-    #[inline(always)]
-    fn visible(self, row: i32, key: i32) -> bool {
-        key < self.seqlen_k
-            && (self.right < 0 || key <= row + self.shift + self.right)
-            && (self.left < 0 || key >= row + self.shift - self.left)
-    }
-}
 
 /// The kernel body. Const parameters: element type T; tile head dim D; WARPS; MT m16
 /// tiles per warp; BN keys per block; QREG (Q fragments in registers); and the derived
@@ -86,14 +61,7 @@ unsafe fn attn_fwd<
     let mask = Mask { seqlen_k: sk, shift: sk - sq, left: p.window_left, right: p.window_right };
 
     // Key range any row of this block sees, rounded out to whole key blocks.
-    let mut n_lo = 0i32;
-    let mut n_hi = sk;
-    if mask.left >= 0 && r0 + mask.shift - mask.left > 0 {
-        n_lo = r0 + mask.shift - mask.left;
-    }
-    if mask.right >= 0 && r_end + mask.shift + mask.right < sk {
-        n_hi = r_end + mask.shift + mask.right;
-    }
+    let (n_lo, n_hi) = mask.key_range(r0, r_end - 1);
     let nb_lo = n_lo / BN as i32;
     let nb_hi = if n_hi > n_lo { (n_hi + BN as i32 - 1) / BN as i32 } else { nb_lo };
 
@@ -113,14 +81,14 @@ unsafe fn attn_fwd<
         let first = nb * BN as i32;
         let (k_src, v_src) = (k_hbm.offset(first as usize * k_rs), v_hbm.offset(first as usize * k_rs));
         unsafe {
-            load_tile::<D, PITCH>(BN, threads, s_k(st), k_src, k_rs, sk - first, p.head_dim);
-            load_tile::<D, PITCH>(BN, threads, s_v(st), v_src, k_rs, sk - first, p.head_dim);
+            load_tile::<D, PITCH>(BN, threads, tid(), s_k(st), k_src, k_rs, sk - first, p.head_dim);
+            load_tile::<D, PITCH>(BN, threads, tid(), s_v(st), v_src, k_rs, sk - first, p.head_dim);
         }
     };
 
     // Group 0: Q and the first K/V block.
     unsafe {
-        load_tile::<D, PITCH>(block_m, threads, s_q, q_hbm.offset(r0 as usize * q_rs), q_rs, sq - r0, p.head_dim)
+        load_tile::<D, PITCH>(block_m, threads, tid(), s_q, q_hbm.offset(r0 as usize * q_rs), q_rs, sq - r0, p.head_dim)
     };
     if nb_lo < nb_hi {
         load_kv(nb_lo, 0);
@@ -165,106 +133,25 @@ unsafe fn attn_fwd<
         }
 
         // S = Q K^T for this key block: [16 x MT rows] x [BN keys] per warp.
-        let mut s = [[FragC::zero(); KN]; MT];
-        let sk_tile = s_k(stage);
-        unroll::<DK, _>(|kk| {
-            let mut qa = [FragA([0; 4]); MT];
-            unroll::<MT, _>(|mt| {
-                qa[mt] = if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(s_q_now, mt, kk)) }) }
-            });
-            unroll::<KK, _>(|jj| {
-                // Keys 16jj .. 16jj+15 (n-tiles 2jj, 2jj+1), d columns 16kk .. 16kk+15.
-                let key = jj as u32 * 16 + l % 8 + (l / 16) * 8;
-                let r = unsafe { ldmatrix_x4(sk_tile.byte(key * PITCH + (kk as u32 * 2 + (l / 8) % 2) * 16)) };
-                let (b0, b1) = (FragB([r[0], r[1]]), FragB([r[2], r[3]]));
-                unroll::<MT, _>(|mt| {
-                    T::mma(&mut s[mt][2 * jj], &qa[mt], &b0);
-                    T::mma(&mut s[mt][2 * jj + 1], &qa[mt], &b1);
-                });
-            });
-        });
+        let mut s = scores::<T, MT, DK, KN, KK, PITCH>(
+            |mt, kk| if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(s_q_now, mt, kk)) }) },
+            s_k(stage),
+            0,
+        );
 
         // Soft-capping, then the mask where this block crosses a boundary.
         if p.softcap != 0 {
-            unroll::<MT, _>(|mt| {
-                unroll::<KN, _>(|j| unroll::<4, _>(|e| s[mt][j].0[e] = tanh_precise(s[mt][j].0[e] * p.score_pre)))
-            });
+            softcap(&mut s, p.score_pre);
         }
         let c0 = nb * BN as i32;
-        let whole = c0 + BN as i32 <= sk
-            && (mask.right < 0 || c0 + BN as i32 - 1 <= r0 + mask.shift + mask.right)
-            && (mask.left < 0 || c0 >= r_end - 1 + mask.shift - mask.left);
-        if !whole {
-            unroll::<MT, _>(|mt| {
-                unroll::<KN, _>(|j| {
-                    unroll::<4, _>(|e| {
-                        let row = r0 + (warp_row + mt as u32 * 16 + l / 4) as i32 + 8 * (e as i32 / 2);
-                        let key = c0 + (j as u32 * 8 + (l % 4) * 2) as i32 + (e as i32 % 2);
-                        if !mask.visible(row, key) {
-                            s[mt][j].0[e] = f32::NEG_INFINITY;
-                        }
-                    })
-                })
-            });
+        if !mask.covers(r0, r_end - 1, c0, c0 + BN as i32) {
+            let row_of = |mt: usize, hf: usize| r0 + (warp_row + mt as u32 * 16 + l / 4 + 8 * hf as u32) as i32;
+            mask_scores(&mut s, mask, row_of, c0);
         }
 
-        // Online softmax, base 2, the scale folded into one FMA per score. Each row lives
-        // in the 4 lanes of a quad: reduce the max over lanes ^1 and ^2.
-        let mut p_frag = [[FragA([0; 4]); KK]; MT];
-        unroll::<MT, _>(|mt| {
-            unroll::<2, _>(|hf| {
-                let mut mx = row_max[mt][hf];
-                unroll::<KN, _>(|j| mx = max(mx, max(s[mt][j].0[2 * hf], s[mt][j].0[2 * hf + 1])));
-                mx = max(mx, shfl_xor(mx, 1));
-                mx = max(mx, shfl_xor(mx, 2));
-                // A row that has seen no key yet keeps max -inf; subtract 0 instead so
-                // that -inf - -inf never makes a NaN.
-                let m_use = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
-                let alpha = exp2((row_max[mt][hf] - m_use) * score_log2);
-                row_max[mt][hf] = mx;
-                row_sum[mt][hf] *= alpha;
-                unroll::<DN, _>(|dn| {
-                    o_acc[mt][dn].0[2 * hf] *= alpha;
-                    o_acc[mt][dn].0[2 * hf + 1] *= alpha;
-                });
-                let neg = -m_use * score_log2;
-                unroll::<KN, _>(|j| {
-                    unroll::<2, _>(|i| {
-                        let pv = exp2(fma(s[mt][j].0[2 * hf + i], score_log2, neg));
-                        row_sum[mt][hf] += pv;
-                        s[mt][j].0[2 * hf + i] = pv;
-                    })
-                });
-            });
-            // P as the A operand of P V: the C layout of n-tiles 2kk, 2kk+1 is exactly the
-            // A layout of k-step kk, so P never leaves registers.
-            unroll::<KK, _>(|kk| {
-                let (c0f, c1f) = (s[mt][2 * kk].0, s[mt][2 * kk + 1].0);
-                p_frag[mt][kk] = FragA([
-                    T::pack2(c0f[0], c0f[1]),
-                    T::pack2(c0f[2], c0f[3]),
-                    T::pack2(c1f[0], c1f[1]),
-                    T::pack2(c1f[2], c1f[3]),
-                ]);
-            });
-        });
-
-        // O += P V: V is [key][d] in SRAM (k-major for this product): ldmatrix.trans.
-        let sv_tile = s_v(stage);
-        unroll::<KK, _>(|kk| {
-            unroll::<DN, _>(|dn| {
-                if dn % 2 == 0 {
-                    // Keys 16kk .. 16kk+15, d columns 8dn .. 8dn+15 (n-tiles dn, dn+1).
-                    let key = kk as u32 * 16 + l % 16;
-                    let r = unsafe { ldmatrix_x4_trans(sv_tile.byte(key * PITCH + (dn as u32 + l / 16) * 16)) };
-                    let (b0, b1) = (FragB([r[0], r[1]]), FragB([r[2], r[3]]));
-                    unroll::<MT, _>(|mt| {
-                        T::mma(&mut o_acc[mt][dn], &p_frag[mt][kk], &b0);
-                        T::mma(&mut o_acc[mt][dn + 1], &p_frag[mt][kk], &b1);
-                    });
-                }
-            })
-        });
+        // Online softmax in registers; P stays there as the A operand of O += P V.
+        let p_frag = online_softmax::<T, MT, KN, KK, DN>(&mut s, &mut row_max, &mut row_sum, &mut o_acc, score_log2);
+        accumulate_pv::<T, MT, KK, DN, PITCH>(&mut o_acc, &p_frag, s_v(stage), 0);
         stage = if stage + 1 == STAGES { 0 } else { stage + 1 };
         nb += 1;
     }

@@ -8,7 +8,16 @@
 //! N x N matrix anywhere.
 
 #[cfg(target_arch = "nvptx64")]
+mod block;
+#[cfg(target_arch = "nvptx64")]
+mod combine;
+pub mod decode;
+#[cfg(target_arch = "nvptx64")]
 mod fwd;
+#[cfg(target_arch = "nvptx64")]
+mod kv_append;
+#[cfg(target_arch = "nvptx64")]
+mod split_kv;
 #[cfg(target_arch = "nvptx64")]
 mod tile;
 

@@ -4,18 +4,19 @@
 //! cores can run on whole tiles.
 
 use crate::device::cp_async::cp_async_16;
-use crate::device::thread::tid;
 use crate::device::{Hbm, Sram};
 
 /// Issues the copies of rows [0, rows) of `src` (row `r` at `src + r * row_stride`
 /// elements) into `dst` (row `r` at `dst + r * PITCH` bytes). `rows_valid` rows and
-/// `head_dim` columns are real. `threads` threads take 16-byte chunks round-robin
-/// (`rows` and `threads` are compile-time constants at every call, after inlining).
+/// `head_dim` columns are real. `threads` threads (this one is number `t` of them) take
+/// 16-byte chunks round-robin (`rows` and `threads` are compile-time constants at every
+/// call, after inlining).
 /// The caller commits the group and waits on it.
 #[inline(always)]
 pub unsafe fn load_tile<const D: u32, const PITCH: u32>(
     rows: u32,
     threads: u32,
+    t: u32,
     dst: Sram,
     src: Hbm<u16>,
     row_stride: usize,
@@ -26,7 +27,7 @@ pub unsafe fn load_tile<const D: u32, const PITCH: u32>(
     let total = rows * chunks;
     let mut i = 0;
     while i < total.div_ceil(threads) {
-        let c = tid() + i * threads;
+        let c = t + i * threads;
         if total % threads == 0 || c < total {
             let (r, ch) = (c / chunks, c % chunks);
             let ok = (r as i32) < rows_valid && ch * 8 < head_dim;

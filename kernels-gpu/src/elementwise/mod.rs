@@ -7,7 +7,7 @@
 #[cfg(target_arch = "nvptx64")]
 mod kernel;
 #[cfg(target_arch = "nvptx64")]
-mod rotary;
+pub(crate) mod rotary;
 
 /// What `ew_*` computes, per element, with x' = x + bias[col] (x when there is no bias).
 #[repr(u32)]

@@ -1,0 +1,123 @@
+//! Flash-Decoding benchmark: one query token per sequence against a KV cache, bf16,
+//! head dim 128, 32 query heads, GQA 8:1 and MHA, batch 1 / 8 / 64, cache 1k..128k keys,
+//! contiguous and paged (256-key pages in shuffled order). Reports the median time (CUDA
+//! events, the cache already resident: no append) and the fraction of the device-to-device
+//! copy bandwidth, measured in the same run, spent reading K and V. One JSON object per
+//! line on stdout, a table on stderr; `gpu/bench_decode.py` runs it beside torch.
+//!
+//!     cargo run --release --example bench_decode [-- --quick]
+
+use flashscan::attention::{DecodeOptions, KvCache, decode};
+use flashscan::runtime::GpuTensor;
+use flashscan::runtime::timing::{copy_bandwidth_gbs, median, time_ms};
+use flashscan::{Device, Result, Tensor, bf16};
+use ndarray::{ArrayD, IxDyn};
+
+const D: usize = 128;
+const HEADS: usize = 32;
+const PAGE: usize = 256;
+
+fn random(shape: &[usize], seed: u64) -> ArrayD<bf16> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        bf16::from_f32((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+    })
+}
+
+/// A device tensor of `shape` with random bf16 (filled on the device by repeating a 1M-element block).
+fn device_random(shape: &[usize], seed: u64) -> Result<Tensor<bf16>> {
+    let gpu = Device::Cuda(0).gpu()?;
+    let n: usize = shape.iter().product();
+    let block = random(&[n.min(1 << 20)], seed);
+    let data: Vec<bf16> = block.iter().copied().cycle().take(n).collect();
+    Ok(Tensor::Cuda(GpuTensor::from_vec(&gpu, data, shape)?))
+}
+
+fn case(batch: usize, heads_kv: usize, len: usize, paged: bool, copy: f64) -> Result<()> {
+    let gpu = Device::Cuda(0).gpu()?;
+    let (k, v, cache_shape) = if paged {
+        let pages = batch * len.div_ceil(PAGE);
+        let shape = [pages, PAGE, heads_kv, D];
+        (device_random(&shape, 1)?, device_random(&shape, 2)?, shape)
+    } else {
+        let shape = [batch, len, heads_kv, D];
+        (device_random(&shape, 1)?, device_random(&shape, 2)?, shape)
+    };
+    let _ = cache_shape;
+    let lens = vec![len; batch];
+    let mut cache = if paged {
+        // Pages dealt in a fixed shuffled order (a stride coprime with the page count).
+        let per = len.div_ceil(PAGE);
+        let total = batch * per;
+        let stride = (1..).map(|s| 7919 * s + 1).find(|s| gcd(*s, total) == 1).unwrap_or(1);
+        let table: Vec<Vec<usize>> =
+            (0..batch).map(|b| (0..per).map(|i| ((b * per + i) * stride) % total).collect()).collect();
+        KvCache::from_pages(k, v, &table, &lens)?
+    } else {
+        KvCache::from_contiguous(k, v, &lens)?
+    };
+    let q = device_random(&[batch, 1, HEADS, D], 3)?;
+    let opts = DecodeOptions::default();
+    let iters = if len * batch >= 1 << 20 { 50 } else { 200 };
+    let mut t = time_ms(&gpu, 5, iters, |_| decode(&q, &mut cache, None, None, &opts).map(|_| ()))?;
+    let ms = median(&mut t) as f64;
+    let kv_bytes = (2 * batch * len * heads_kv * D * 2) as f64;
+    let gbs = kv_bytes / (ms * 1e-3) / 1e9;
+    println!(
+        "{{\"batch\":{batch},\"heads_q\":{HEADS},\"heads_kv\":{heads_kv},\"seqlen_k\":{len},\"d\":{D},\"paged\":{paged},\"ms\":{ms:.5},\"kv_bytes\":{kv_bytes},\"gbs\":{gbs:.1},\"copy_gbs\":{copy:.1},\"fraction_of_copy\":{:.3}}}",
+        gbs / copy
+    );
+    eprintln!(
+        "b={batch:<3} h={HEADS} kv={heads_kv:<2} L={len:<7} {:10} {ms:9.4} ms {gbs:8.1} GB/s {:6.1}% of copy",
+        if paged { "paged" } else { "contiguous" },
+        100.0 * gbs / copy
+    );
+    Ok(())
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn main() {
+    let gpu = match Device::Cuda(0).gpu() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("bench_decode needs a GPU: {e}");
+            std::process::exit(2);
+        }
+    };
+    let quick = std::env::args().any(|a| a == "--quick");
+    let run = || -> Result<()> {
+        let copy = copy_bandwidth_gbs(&gpu, 1 << 30, 20)?;
+        eprintln!("{} — device-to-device copy {copy:.1} GB/s (read + write)", Device::Cuda(0).describe());
+        // The acceptance cases first, contiguous then paged.
+        let headline = [(1, 32, 32768), (1, 8, 32768), (8, 8, 8192), (1, 32, 131072), (1, 8, 131072)];
+        for paged in [false, true] {
+            for &(b, kv, l) in &headline {
+                case(b, kv, l, paged, copy)?;
+            }
+        }
+        if quick {
+            return Ok(());
+        }
+        for b in [1, 8, 64] {
+            for kv in [8, 32] {
+                for l in [1024, 4096, 16384, 32768, 131072] {
+                    // At most 8 GiB of cache.
+                    if 2 * b * l * kv * D * 2 <= 8 << 30 {
+                        case(b, kv, l, false, copy)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        eprintln!("bench_decode failed: {e}");
+        std::process::exit(1);
+    }
+}

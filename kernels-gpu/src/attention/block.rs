@@ -1,0 +1,199 @@
+//! One key block's work for one warp, shared by the forward and the split-KV decode
+//! kernels: S = Q K^T on tensor cores, the mask and soft-cap, the online softmax in
+//! registers, and O += P V. The warp holds MT m16 row tiles; lane `l` holds rows
+//! `l / 4` and `l / 4 + 8` of each, columns `2 (l % 4) + {0, 1}` of each n8 tile.
+
+use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
+use crate::device::math::{exp2, fma, max, rcp};
+use crate::device::thread::lane;
+use crate::device::warp::shfl_xor;
+use crate::device::{FragA, FragB, FragC, Sram, TensorElem, unroll};
+
+const LOG2E: f32 = core::f32::consts::LOG2_E;
+
+/// tanh(x) = 1 - 2 / (2^(2x log2 e) + 1): ex2 + rcp, ~1e-7 absolute error (the
+/// `tanh.approx` instruction is only good to ~5e-4, too coarse under a softcap of 30).
+#[inline(always)]
+fn tanh_precise(x: f32) -> f32 {
+    1.0 - 2.0 * rcp(exp2(2.0 * LOG2E * x) + 1.0)
+}
+
+/// Which keys a query sees (all i32: positions fit, and the window math is signed).
+/// Query `row` sees key `key` when `key < seqlen_k` and
+/// `row + shift - left <= key <= row + shift + right` (a negative bound = unbounded).
+#[derive(Clone, Copy)]
+pub struct Mask {
+    pub seqlen_k: i32,
+    pub shift: i32,
+    pub left: i32,
+    pub right: i32,
+}
+
+impl Mask {
+    #[inline(always)]
+    pub fn visible(self, row: i32, key: i32) -> bool {
+        key < self.seqlen_k
+            && (self.right < 0 || key <= row + self.shift + self.right)
+            && (self.left < 0 || key >= row + self.shift - self.left)
+    }
+
+    /// Keys [lo, hi) that any query in rows [row_lo, row_hi] may see (before seqlen_k).
+    #[inline(always)]
+    pub fn key_range(self, row_lo: i32, row_hi: i32) -> (i32, i32) {
+        let mut lo = 0i32;
+        let mut hi = self.seqlen_k;
+        if self.left >= 0 && row_lo + self.shift - self.left > 0 {
+            lo = row_lo + self.shift - self.left;
+        }
+        if self.right >= 0 && row_hi + 1 + self.shift + self.right < hi {
+            hi = row_hi + 1 + self.shift + self.right;
+        }
+        (lo, if hi > lo { hi } else { lo })
+    }
+
+    /// Every query in rows [row_lo, row_hi] sees every key in [c0, c1).
+    #[inline(always)]
+    pub fn covers(self, row_lo: i32, row_hi: i32, c0: i32, c1: i32) -> bool {
+        c1 <= self.seqlen_k
+            && (self.right < 0 || c1 - 1 <= row_lo + self.shift + self.right)
+            && (self.left < 0 || c0 >= row_hi + self.shift - self.left)
+    }
+}
+
+/// S = Q K^T for MT row tiles against keys [key0, key0 + 16 KK) of a K tile in SRAM
+/// (row-major [key][d], PITCH bytes a row). `q_at(mt, kk)` gives Q's A fragment for
+/// row tile mt and d columns 16kk .. 16kk+15 (from registers or SRAM).
+#[inline(always)]
+pub fn scores<T: TensorElem, const MT: usize, const DK: usize, const KN: usize, const KK: usize, const PITCH: u32>(
+    q_at: impl Fn(usize, usize) -> FragA,
+    k_tile: Sram,
+    key0: u32,
+) -> [[FragC; KN]; MT] {
+    const { assert!(KK * 2 == KN) };
+    let l = lane();
+    let mut s = [[FragC::zero(); KN]; MT];
+    unroll::<DK, _>(|kk| {
+        let mut qa = [FragA([0; 4]); MT];
+        unroll::<MT, _>(|mt| qa[mt] = q_at(mt, kk));
+        unroll::<KK, _>(|jj| {
+            // Keys 16jj .. 16jj+15 (n-tiles 2jj, 2jj+1), d columns 16kk .. 16kk+15.
+            let key = key0 + jj as u32 * 16 + l % 8 + (l / 16) * 8;
+            let r = unsafe { ldmatrix_x4(k_tile.byte(key * PITCH + (kk as u32 * 2 + (l / 8) % 2) * 16)) };
+            let (b0, b1) = (FragB([r[0], r[1]]), FragB([r[2], r[3]]));
+            unroll::<MT, _>(|mt| {
+                T::mma(&mut s[mt][2 * jj], &qa[mt], &b0);
+                T::mma(&mut s[mt][2 * jj + 1], &qa[mt], &b1);
+            });
+        });
+    });
+    s
+}
+
+/// s = tanh(s * pre) (the caller's score_log2 carries the softcap itself).
+#[inline(always)]
+pub fn softcap<const MT: usize, const KN: usize>(s: &mut [[FragC; KN]; MT], pre: f32) {
+    unroll::<MT, _>(|mt| unroll::<KN, _>(|j| unroll::<4, _>(|e| s[mt][j].0[e] = tanh_precise(s[mt][j].0[e] * pre))));
+}
+
+/// Sets the scores of keys a row does not see to -inf. `row_of(mt, half)` is the query
+/// index (in the mask's terms) of this lane's row `l / 4 + 8 half` of row tile mt; the
+/// scores' n-tile j covers keys `key0 + 8j ..`.
+#[inline(always)]
+pub fn mask_scores<const MT: usize, const KN: usize>(
+    s: &mut [[FragC; KN]; MT],
+    mask: Mask,
+    row_of: impl Fn(usize, usize) -> i32,
+    key0: i32,
+) {
+    let l = lane();
+    unroll::<MT, _>(|mt| {
+        unroll::<2, _>(|hf| {
+            let row = row_of(mt, hf);
+            unroll::<KN, _>(|j| {
+                unroll::<2, _>(|i| {
+                    let key = key0 + (j as u32 * 8 + (l % 4) * 2) as i32 + i as i32;
+                    if !mask.visible(row, key) {
+                        s[mt][j].0[2 * hf + i] = f32::NEG_INFINITY;
+                    }
+                })
+            })
+        })
+    });
+}
+
+/// The online softmax step, base 2, the scale folded into one FMA per score: updates
+/// the running row max and (per-lane partial) row sum, rescales O, and returns P as the
+/// A operand of P V (the C layout of n-tiles 2kk, 2kk+1 is exactly the A layout of
+/// k-step kk, so P never leaves registers). Each row lives in the 4 lanes of a quad.
+#[inline(always)]
+pub fn online_softmax<T: TensorElem, const MT: usize, const KN: usize, const KK: usize, const DN: usize>(
+    s: &mut [[FragC; KN]; MT],
+    row_max: &mut [[f32; 2]; MT],
+    row_sum: &mut [[f32; 2]; MT],
+    o_acc: &mut [[FragC; DN]; MT],
+    score_log2: f32,
+) -> [[FragA; KK]; MT] {
+    let mut p_frag = [[FragA([0; 4]); KK]; MT];
+    unroll::<MT, _>(|mt| {
+        unroll::<2, _>(|hf| {
+            let mut mx = row_max[mt][hf];
+            unroll::<KN, _>(|j| mx = max(mx, max(s[mt][j].0[2 * hf], s[mt][j].0[2 * hf + 1])));
+            mx = max(mx, shfl_xor(mx, 1));
+            mx = max(mx, shfl_xor(mx, 2));
+            // A row that has seen no key yet keeps max -inf; subtract 0 instead so that
+            // -inf - -inf never makes a NaN.
+            let m_use = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+            let alpha = exp2((row_max[mt][hf] - m_use) * score_log2);
+            row_max[mt][hf] = mx;
+            row_sum[mt][hf] *= alpha;
+            unroll::<DN, _>(|dn| {
+                o_acc[mt][dn].0[2 * hf] *= alpha;
+                o_acc[mt][dn].0[2 * hf + 1] *= alpha;
+            });
+            let neg = -m_use * score_log2;
+            unroll::<KN, _>(|j| {
+                unroll::<2, _>(|i| {
+                    let pv = exp2(fma(s[mt][j].0[2 * hf + i], score_log2, neg));
+                    row_sum[mt][hf] += pv;
+                    s[mt][j].0[2 * hf + i] = pv;
+                })
+            });
+        });
+        unroll::<KK, _>(|kk| {
+            let (c0f, c1f) = (s[mt][2 * kk].0, s[mt][2 * kk + 1].0);
+            p_frag[mt][kk] = FragA([
+                T::pack2(c0f[0], c0f[1]),
+                T::pack2(c0f[2], c0f[3]),
+                T::pack2(c1f[0], c1f[1]),
+                T::pack2(c1f[2], c1f[3]),
+            ]);
+        });
+    });
+    p_frag
+}
+
+/// O += P V for keys [key0, key0 + 16 KK) of a V tile in SRAM (row-major [key][d]: k-major
+/// for this product, so `ldmatrix.trans`).
+#[inline(always)]
+pub fn accumulate_pv<T: TensorElem, const MT: usize, const KK: usize, const DN: usize, const PITCH: u32>(
+    o_acc: &mut [[FragC; DN]; MT],
+    p_frag: &[[FragA; KK]; MT],
+    v_tile: Sram,
+    key0: u32,
+) {
+    let l = lane();
+    unroll::<KK, _>(|kk| {
+        unroll::<DN, _>(|dn| {
+            if dn % 2 == 0 {
+                // Keys 16kk .. 16kk+15, d columns 8dn .. 8dn+15 (n-tiles dn, dn+1).
+                let key = key0 + kk as u32 * 16 + l % 16;
+                let r = unsafe { ldmatrix_x4_trans(v_tile.byte(key * PITCH + (dn as u32 + l / 16) * 16)) };
+                let (b0, b1) = (FragB([r[0], r[1]]), FragB([r[2], r[3]]));
+                unroll::<MT, _>(|mt| {
+                    T::mma(&mut o_acc[mt][dn], &p_frag[mt][kk], &b0);
+                    T::mma(&mut o_acc[mt][dn + 1], &p_frag[mt][kk], &b1);
+                });
+            }
+        })
+    });
+}

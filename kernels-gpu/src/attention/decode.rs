@@ -1,0 +1,235 @@
+//! Flash-Decoding: attention of a few new query tokens against a long KV cache, split
+//! along the cache so that every SM has work even at batch 1. Launch parameters and
+//! tile shapes of the three kernels (one definition for host and device):
+//!
+//! - `kv_append_*`: writes the new tokens' K (rotary applied when asked) and V into the
+//!   cache, contiguous or paged, and rotates q to its positions.
+//! - `attn_split_*`: one CTA per (split, 16-row block of query rows, batch x kv head).
+//!   The query rows of a CTA are the `group` query heads of its kv head times the
+//!   `seqlen_q` new tokens, so the cache is read once per kv head (MQA/GQA). K and V
+//!   stream through SRAM in key blocks; each warp takes 16 keys of every block and keeps
+//!   its own softmax state; the warps merge in SRAM at the end. With one split it writes
+//!   o and lse; else an f32 partial o and its lse per split.
+//! - `attn_combine_*`: per query row, lse = log sum_s exp(lse_s) and
+//!   o = sum_s exp(lse_s - lse) o_s.
+
+/// Cache layout in [`AttnSplitParams`] and [`KvAppendParams`]: the rows of sequence b's
+/// position `pos` and kv head h start at element
+///   contiguous (block_table = 0): `b * kv_seq_stride + pos * k_row_stride + h * head_dim`
+///   paged: `page * kv_seq_stride + (pos % page_size) * k_row_stride + h * head_dim`,
+///          `page = block_table[b * pages_per_seq + pos / page_size]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttnSplitParams {
+    /// q `[batch, seqlen_q, heads_q, head_dim]`.
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    /// u32 `[batch, pages_per_seq]`, or 0 for the contiguous layout.
+    pub block_table: u64,
+    /// u32 `[batch]`: cached keys before this call's new tokens.
+    pub seqlens: u64,
+    /// Final o (like q) and lse f32 `[batch, heads_q, seqlen_q]`, written when splits == 1.
+    pub o: u64,
+    pub lse: u64,
+    /// f32 `[splits, batch, heads_q, seqlen_q, head_dim]` and `[splits, batch, heads_q,
+    /// seqlen_q]`, written when splits > 1 (lse_part = -inf where a split saw no key).
+    pub o_part: u64,
+    pub lse_part: u64,
+    pub q_batch_stride: u64,
+    /// Elements between sequences (contiguous) or pages (paged).
+    pub kv_seq_stride: u64,
+    pub batch: u32,
+    /// heads_q x head_dim and heads_kv x head_dim.
+    pub q_row_stride: u32,
+    pub k_row_stride: u32,
+    pub seqlen_q: u32,
+    /// Keys of sequence b: seqlens[b] + seqlen_new.
+    pub seqlen_new: u32,
+    pub heads_q: u32,
+    /// heads_q / heads_kv.
+    pub group: u32,
+    pub head_dim: u32,
+    /// A multiple of the tile's block_n (paged only).
+    pub page_size: u32,
+    pub pages_per_seq: u32,
+    pub splits: u32,
+    /// As in `AttnFwdParams`: query t of a sequence with L keys sees keys
+    /// [t + L - seqlen_q - left, t + L - seqlen_q + right]; -1 = unbounded.
+    pub window_left: i32,
+    pub window_right: i32,
+    pub softcap: u32,
+    pub score_pre: f32,
+    pub score_log2: f32,
+}
+
+/// Launch parameters of `attn_combine_*`: one warp per query row (b, h, t).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttnCombineParams {
+    pub o_part: u64,
+    pub lse_part: u64,
+    pub o: u64,
+    pub lse: u64,
+    pub q_batch_stride: u64,
+    /// batch x heads_q x seqlen_q.
+    pub rows: u32,
+    pub splits: u32,
+    pub seqlen_q: u32,
+    pub heads_q: u32,
+    pub head_dim: u32,
+    pub q_row_stride: u32,
+}
+
+/// Launch parameters of `kv_append_*`: one thread per element of k_new, v_new and (when
+/// q_out != 0) q. New token i of sequence b goes to position `seqlens[b] + i`; query t
+/// has position `seqlens[b] + seqlen_new - seqlen_q + t` (bottom-right aligned, as the
+/// mask). Cache addressing as in [`AttnSplitParams`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvAppendParams {
+    /// `[batch, seqlen_new, heads_kv, head_dim]`.
+    pub k_new: u64,
+    pub v_new: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub block_table: u64,
+    pub seqlens: u64,
+    /// q `[batch, seqlen_q, heads_q, head_dim]` and its rotated copy (q_out = 0: none).
+    pub q: u64,
+    pub q_out: u64,
+    /// f32 `[positions, rot_dim / 2]` (rot_dim = 0: no rotary).
+    pub cos: u64,
+    pub sin: u64,
+    pub kv_seq_stride: u64,
+    pub batch: u32,
+    pub seqlen_new: u32,
+    pub seqlen_q: u32,
+    pub heads_q: u32,
+    pub heads_kv: u32,
+    pub head_dim: u32,
+    pub rot_dim: u32,
+    pub interleaved: u32,
+    pub page_size: u32,
+    pub pages_per_seq: u32,
+}
+
+/// Threads per CTA of `kv_append_*` and `attn_combine_*` (4 warps = 4 rows).
+pub const APPEND_THREADS: u32 = 256;
+pub const COMBINE_THREADS: u32 = 128;
+
+/// Tile shape of one split-KV kernel instantiation: 16 query rows per CTA; `warps`
+/// warps take 16 keys each of every `block_n`-key block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitTile {
+    pub d: u32,
+    pub warps: u32,
+    pub block_n: u32,
+    /// K/V pipeline depth (block i + stages - 1 loads while block i is computed).
+    pub stages: u32,
+}
+
+/// Query rows per split-KV CTA (one m16 tile shared by the warps).
+pub const SPLIT_ROWS: u32 = 16;
+
+impl SplitTile {
+    pub const fn threads(self) -> u32 {
+        self.warps * 32
+    }
+    /// SRAM row pitch: the row plus 16 bytes (ldmatrix rows in distinct bank groups).
+    pub const fn pitch(self) -> u32 {
+        self.d * 2 + 16
+    }
+    /// [Q: 16 rows][K: stages x block_n rows][V: stages x block_n rows].
+    pub const fn smem_bytes(self) -> u32 {
+        (SPLIT_ROWS + 2 * self.stages * self.block_n) * self.pitch()
+    }
+    /// f32 row pitch of the warps' O exchange (padded against bank conflicts).
+    pub const fn merge_pitch(self) -> u32 {
+        self.d * 4 + 16
+    }
+    /// The end-of-kernel merge (per warp: 16 row maxima, 16 row sums, 16 x d of O),
+    /// laid over the K/V stages once they are drained.
+    pub const fn merge_bytes(self) -> u32 {
+        self.warps * SPLIT_ROWS * (8 + self.merge_pitch()) + SPLIT_ROWS * 8
+    }
+}
+
+const fn s(d: u32, warps: u32, block_n: u32, stages: u32) -> SplitTile {
+    let t = SplitTile { d, warps, block_n, stages };
+    assert!(block_n == 16 * warps && t.merge_bytes() <= t.smem_bytes() - SPLIT_ROWS * t.pitch());
+    t
+}
+
+// Tile shapes and SRAM budgets: (16 + 2 stages x 64) rows x pitch (2d + 16 bytes).
+// The kernel is bound by reading K and V from HBM; the stages keep enough bytes in
+// flight per SM (H100: ~3 TB/s x ~1.5 us / 132 SMs ~ 34 KB) with 2-3 CTAs per SM:
+//   d=64:  4 warps x 16 keys, 3 stages: (16 + 384) x 144 B =  56 KiB (3 CTAs / SM)
+//   d=128: 4 warps x 16 keys, 3 stages: (16 + 384) x 272 B = 106 KiB (2 CTAs / SM)
+//   d=256: 4 warps x 16 keys, 2 stages: (16 + 256) x 528 B = 140 KiB (1 CTA / SM)
+pub const SPLIT_D64: SplitTile = s(64, 4, 64, 3);
+pub const SPLIT_D128: SplitTile = s(128, 4, 64, 3);
+pub const SPLIT_D256: SplitTile = s(256, 4, 64, 2);
+pub const SPLIT_TILES: [SplitTile; 3] = [SPLIT_D64, SPLIT_D128, SPLIT_D256];
+
+/// Keys per block of every split tile: a paged cache's page size must be a multiple.
+pub const SPLIT_BLOCK_N: u32 = 64;
+
+/// The tile a head dim runs on (None above 256): the smallest whose d is at least it.
+pub fn split_tile_for(head_dim: u32) -> Option<SplitTile> {
+    SPLIT_TILES.iter().copied().find(|t| t.d >= head_dim)
+}
+
+/// Most splits one launch may use (the combine reads each row's splits in a loop).
+pub const MAX_SPLITS: u32 = 128;
+
+/// The default number of splits: enough CTAs for one full wave of the GPU, no more.
+/// `ctas` = batch x heads_kv x row blocks; `slots` = SMs x CTAs resident per SM;
+/// `key_blocks` = the longest sequence's key blocks. Each split keeps at least 4 key
+/// blocks (256 keys) so that its fixed costs (Q load, merge, the combine) stay small.
+/// One wave exactly, not more: a second, partial wave would cost as much as the first.
+pub const fn default_splits(ctas: u32, slots: u32, key_blocks: u32) -> u32 {
+    if ctas == 0 || ctas >= slots / 2 {
+        return 1;
+    }
+    let mut n = slots / ctas;
+    let by_len = key_blocks / 4;
+    if n > by_len {
+        n = by_len;
+    }
+    if n > MAX_SPLITS {
+        n = MAX_SPLITS;
+    }
+    if n < 1 { 1 } else { n }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_fit_and_are_chosen_by_head_dim() {
+        for t in SPLIT_TILES {
+            assert!(t.smem_bytes() <= 227 * 1024, "{t:?}");
+        }
+        assert_eq!(split_tile_for(8), Some(SPLIT_D64));
+        assert_eq!(split_tile_for(64), Some(SPLIT_D64));
+        assert_eq!(split_tile_for(72), Some(SPLIT_D128));
+        assert_eq!(split_tile_for(256), Some(SPLIT_D256));
+        assert_eq!(split_tile_for(264), None);
+    }
+
+    #[test]
+    fn default_splits_fill_one_wave() {
+        // b=1, 32 kv heads, 32k keys, 264 slots: 8 splits = 256 CTAs.
+        assert_eq!(default_splits(32, 264, 512), 8);
+        // GQA 8 kv heads: 33 splits.
+        assert_eq!(default_splits(8, 264, 512), 33);
+        // Short caches keep 4 key blocks per split.
+        assert_eq!(default_splits(8, 264, 16), 4);
+        assert_eq!(default_splits(8, 264, 3), 1);
+        // Enough CTAs already.
+        assert_eq!(default_splits(512, 264, 512), 1);
+        assert_eq!(default_splits(1, 100_000, 100_000), MAX_SPLITS);
+    }
+}

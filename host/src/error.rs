@@ -26,6 +26,9 @@ pub enum Error {
     PtxJit { message: String, log: String },
     /// A driver call or kernel launch failed; `message` is the driver's error string.
     Driver { op: String, message: String },
+    /// The operation `what` exists but not for these arguments (for example not yet on
+    /// this device); `reason` says what is missing and what works instead.
+    Unsupported { what: String, reason: String },
 }
 
 impl fmt::Display for Error {
@@ -47,6 +50,7 @@ impl fmt::Display for Error {
             }
             Error::PtxJit { message, log } => write!(f, "the driver could not load flashscan's PTX: {message}\n{log}"),
             Error::Driver { op, message } => write!(f, "CUDA driver error in {op}: {message}"),
+            Error::Unsupported { what, reason } => write!(f, "{what} is not supported: {reason}"),
         }
     }
 }

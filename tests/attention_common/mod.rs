@@ -1,11 +1,14 @@
-//! Shared by `cpu_attention.rs` and `gpu_attention.rs`: attention test cases (shapes,
-//! options, seeded random inputs), the proptest strategy that draws them, and the
-//! comparison of `flashscan::attention::forward` with the f64 reference.
+//! Shared by the attention suites (`cpu_attention.rs`, `gpu_attention.rs`,
+//! `cpu_attention_bwd.rs`): attention test cases (shapes, options, seeded random inputs),
+//! the proptest strategy that draws them, and the comparisons of
+//! `flashscan::attention::forward` and `backward` with the f64 references.
 
 #![allow(dead_code)]
 
-use flashscan::attention::{AttentionOptions, forward};
-use flashscan::reference::attention::{AttentionRef, attention, to_f64};
+use flashscan::attention::{AttentionOptions, BackwardOptions, backward, forward};
+use flashscan::reference::attention::{
+    AttentionRef, attention, attention_backward, attention_backward_given_o, to_f64, visible,
+};
 use flashscan::reference::rel_error;
 use flashscan::{Device, Element, Tensor, bf16};
 use ndarray::{ArrayD, IxDyn};
@@ -98,6 +101,24 @@ impl Case {
         let k = rng.normal::<T>(&[self.batch, self.seqlen_k, self.heads_kv, d], self.magnitude);
         let v = rng.normal::<T>(&[self.batch, self.seqlen_k, self.heads_kv, d], 1.0);
         (q, k, v)
+    }
+
+    /// The backward's dout (q's shape), standard normal, seeded independently of q, k, v.
+    pub fn dout<T: Element>(&self) -> ArrayD<T> {
+        let mut rng = Rng::new(self.seed ^ 0x5EED_D0D0_0000_0001);
+        rng.normal::<T>(&[self.batch, self.seqlen_q, self.heads_q(), self.head_dim], 1.0)
+    }
+
+    /// Whether query `i` sees any key (the same for every head).
+    pub fn row_sees_a_key(&self, i: usize) -> bool {
+        let p = self.reference_params();
+        (0..self.seqlen_k).any(|j| visible(i, j, self.seqlen_q, self.seqlen_k, &p))
+    }
+
+    /// Whether any query sees key `j`.
+    pub fn key_is_seen(&self, j: usize) -> bool {
+        let p = self.reference_params();
+        (0..self.seqlen_q).any(|i| visible(i, j, self.seqlen_q, self.seqlen_k, &p))
     }
 }
 
@@ -298,4 +319,247 @@ pub fn check_nan_row<T: Element>(case: &Case, row: usize, head: usize, device: D
     let (mut q, k, v) = case.inputs::<T>();
     q[[0, row, head, case.head_dim / 2]] = T::from_f32(f32::NAN);
     check_inputs(case, &q, &k, &v, device, tol::<T>(), &[(0, head, row)])
+}
+
+// ---------------------------------------------------------------------------------------
+// The backward.
+
+/// Relative-error bound of dq, dk and dv (each ||got - ref|| / ||ref|| over the whole
+/// tensor) against `attention_backward_given_o`, the f64 gradients of the same rounded
+/// q, k, v, dout with D = rowsum(dO * o) from the o that the backward was given: bf16
+/// 1e-2, f16 2e-3, the forward's bounds.
+///
+/// What the backward adds to that oracle: the tensor-core operands P and dS rounded to T
+/// (relative error at most u each, the unit roundoff: 2^-8 for bf16, 2^-11 for f16),
+/// the gradients rounded to T at the end (at most u), and f32 arithmetic (~1e-6). Three
+/// independent roundings of RMS u / sqrt(3) give ~u in RMS: 3.9e-3 for bf16, 4.9e-4 for
+/// f16. The bounds leave 2.5x (bf16) and 4x (f16) over that for sums that partly cancel
+/// (a row of dS sums to ~0, so a gradient can be smaller than its terms). Measured over
+/// 800 random cases: at most 3.4e-3 (bf16) and 4.4e-4 (f16).
+///
+/// Why not against the exact gradients (`attention_backward`): the backward reads o
+/// rounded to T, and where a softmax row is nearly one-hot its dS is far smaller than
+/// the change of D that o's rounding causes; no backward that reads o can undo that.
+/// Against the exact gradients dq and dk then miss by up to 0.74 (bf16; one query, 63
+/// keys, magnitude-3 inputs) and 2.5e-3 (f16), measured over the same cases: an error of
+/// the input o, not of the backward. [`BwdErrors::exact`] reports it.
+pub fn bwd_tol<T: Element>() -> f64 {
+    if T::DTYPE == bf16::DTYPE { 1e-2 } else { 2e-3 }
+}
+
+/// Where the backward's o and lse come from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Saved {
+    /// Our own forward on the same device: what a caller passes, and the pair the
+    /// backward's contract is about (its P = exp(S - lse) is normalised by this lse, its
+    /// D is computed from this o).
+    Forward,
+    /// The f64 reference's o rounded to T and lse rounded to f32: the backward then does
+    /// not depend on our forward at all.
+    Reference,
+}
+
+/// The measured relative errors of dq, dk, dv.
+#[derive(Clone, Copy, Debug)]
+pub struct GradErrors {
+    pub dq: f64,
+    pub dk: f64,
+    pub dv: f64,
+}
+
+/// The errors of one backward: against the oracle of the check (D from the given o,
+/// bounded by [`bwd_tol`]) and against the exact gradients (reported, not bounded).
+#[derive(Clone, Copy, Debug)]
+pub struct BwdErrors {
+    pub given_o: GradErrors,
+    pub exact: GradErrors,
+}
+
+/// o and lse for the backward, from `saved`, on `device`.
+pub fn saved_outputs<T: Element>(
+    case: &Case,
+    q: &ArrayD<T>,
+    k: &ArrayD<T>,
+    v: &ArrayD<T>,
+    device: Device,
+    saved: Saved,
+) -> Result<(Tensor<T>, Tensor<f32>), String> {
+    let put = |a: &ArrayD<T>| Tensor::from_array(a.clone(), device).map_err(|e| e.to_string());
+    match saved {
+        Saved::Forward => {
+            let out = forward(&put(q)?, &put(k)?, &put(v)?, &case.opts).map_err(|e| format!("forward failed: {e}"))?;
+            Ok((out.o, out.lse))
+        }
+        Saved::Reference => {
+            let (o, lse) = attention(&to_f64(q), &to_f64(k), &to_f64(v), &case.reference_params());
+            let o = o.mapv(|x| T::from_f32(x as f32));
+            let lse = Tensor::from_array(lse.mapv(|x| x as f32), device).map_err(|e| e.to_string())?;
+            Ok((put(&o)?, lse))
+        }
+    }
+}
+
+/// dq, dk, dv.
+pub type Grads<T> = (ArrayD<T>, ArrayD<T>, ArrayD<T>);
+
+/// Runs `backward` on `device` with the given o and lse.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with<T: Element>(
+    case: &Case,
+    q: &ArrayD<T>,
+    k: &ArrayD<T>,
+    v: &ArrayD<T>,
+    o: &Tensor<T>,
+    lse: &Tensor<f32>,
+    dout: &ArrayD<T>,
+    device: Device,
+    bwd: &BackwardOptions,
+) -> Result<Grads<T>, String> {
+    let put = |a: &ArrayD<T>| Tensor::from_array(a.clone(), device).map_err(|e| e.to_string());
+    let g = backward(&put(q)?, &put(k)?, &put(v)?, o, lse, &put(dout)?, &case.opts, bwd)
+        .map_err(|e| format!("backward failed: {e}"))?;
+    let get = |t: &Tensor<T>| t.to_array().map_err(|e| e.to_string());
+    Ok((get(&g.dq)?, get(&g.dk)?, get(&g.dv)?))
+}
+
+/// Runs `backward` on `device` with o and lse from `saved`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_backward<T: Element>(
+    case: &Case,
+    q: &ArrayD<T>,
+    k: &ArrayD<T>,
+    v: &ArrayD<T>,
+    dout: &ArrayD<T>,
+    device: Device,
+    saved: Saved,
+    bwd: &BackwardOptions,
+) -> Result<Grads<T>, String> {
+    let (o, lse) = saved_outputs(case, q, k, v, device, saved)?;
+    backward_with(case, q, k, v, &o, &lse, dout, device, bwd)
+}
+
+/// Runs the backward on the case's seeded inputs and compares with the f64 reference
+/// gradients (see [`check_backward_inputs`]).
+pub fn check_backward<T: Element>(
+    case: &Case,
+    device: Device,
+    saved: Saved,
+    bwd: &BackwardOptions,
+) -> Result<BwdErrors, String> {
+    let (q, k, v) = case.inputs::<T>();
+    let dout = case.dout::<T>();
+    check_backward_inputs(case, &q, &k, &v, &dout, device, saved, bwd)
+}
+
+/// Runs the backward with o and lse from `saved` and compares its gradients (see
+/// [`compare_grads`]) with `attention_backward_given_o` of the same rounded inputs and
+/// that o, within [`bwd_tol`]. Also measures the errors against the exact gradients.
+/// Prints both to stderr (seen with `--nocapture`).
+#[allow(clippy::too_many_arguments)]
+pub fn check_backward_inputs<T: Element>(
+    case: &Case,
+    q: &ArrayD<T>,
+    k: &ArrayD<T>,
+    v: &ArrayD<T>,
+    dout: &ArrayD<T>,
+    device: Device,
+    saved: Saved,
+    bwd: &BackwardOptions,
+) -> Result<BwdErrors, String> {
+    let (o, lse) = saved_outputs(case, q, k, v, device, saved)?;
+    let got = backward_with(case, q, k, v, &o, &lse, dout, device, bwd)?;
+    let o = o.to_array().map_err(|e| e.to_string())?;
+    let (q, k, v, o, dout) = (to_f64(q), to_f64(k), to_f64(v), to_f64(&o), to_f64(dout));
+    let p = case.reference_params();
+    let given_o = attention_backward_given_o(&q, &k, &v, &o, &dout, &p);
+    let exact = attention_backward(&q, &k, &v, &dout, &p);
+    let at = |e: String| format!("{e}\n  in {case:?} ({}, o and lse from {saved:?})", T::DTYPE);
+    let given_o = compare_grads(case, &got, &given_o, bwd_tol::<T>()).map_err(at)?;
+    let exact = grad_errors(&got, &exact);
+    eprintln!(
+        "{} b={} sq={} sk={} hq={} hkv={} d={} m={} {:?} {saved:?}: dq {:.2e} dk {:.2e} dv {:.2e} (exact: {:.2e} {:.2e} {:.2e})",
+        T::DTYPE,
+        case.batch,
+        case.seqlen_q,
+        case.seqlen_k,
+        case.heads_q(),
+        case.heads_kv,
+        case.head_dim,
+        case.magnitude,
+        case.opts,
+        given_o.dq,
+        given_o.dk,
+        given_o.dv,
+        exact.dq,
+        exact.dk,
+        exact.dv,
+    );
+    Ok(BwdErrors { given_o, exact })
+}
+
+/// The relative errors of each gradient over the whole tensor.
+pub fn grad_errors<T: Element>(got: &Grads<T>, want: &(ArrayD<f64>, ArrayD<f64>, ArrayD<f64>)) -> GradErrors {
+    let rel = |got: &ArrayD<T>, want: &ArrayD<f64>| {
+        let got: Vec<f64> = got.iter().map(|x| x.to_f64()).collect();
+        let want: Vec<f64> = want.iter().copied().collect();
+        rel_error(&got, &want)
+    };
+    GradErrors { dq: rel(&got.0, &want.0), dk: rel(&got.1, &want.1), dv: rel(&got.2, &want.2) }
+}
+
+/// Checks the gradients against the reference:
+/// - shapes, and every element finite;
+/// - the dq row of a query that sees no key, and the dk and dv rows of a key that no query
+///   sees, exactly 0 (their reference is exactly 0: nothing reaches them);
+/// - the relative error of each of dq, dk, dv over the whole tensor within `tol` (a
+///   reference that is exactly 0 everywhere, as when every query sees a single key, asks
+///   for exactly 0).
+pub fn compare_grads<T: Element>(
+    case: &Case,
+    got: &Grads<T>,
+    want: &(ArrayD<f64>, ArrayD<f64>, ArrayD<f64>),
+    tol: f64,
+) -> Result<GradErrors, String> {
+    let (dq, dk, dv) = got;
+    let (b_n, sq, sk, hq, hkv, d) =
+        (case.batch, case.seqlen_q, case.seqlen_k, case.heads_q(), case.heads_kv, case.head_dim);
+    for (name, got, want) in
+        [("dq", dq, [b_n, sq, hq, d]), ("dk", dk, [b_n, sk, hkv, d]), ("dv", dv, [b_n, sk, hkv, d])]
+    {
+        if got.shape() != want {
+            return Err(format!("{name} has shape {:?}, expected {want:?}", got.shape()));
+        }
+        if let Some(x) = got.iter().find(|x| !x.to_f32().is_finite()) {
+            return Err(format!("{name}: non-finite element {x:?}"));
+        }
+    }
+    for i in (0..sq).filter(|&i| !case.row_sees_a_key(i)) {
+        for b in 0..b_n {
+            for h in 0..hq {
+                if (0..d).any(|x| dq[[b, i, h, x]].to_f32() != 0.0) {
+                    return Err(format!("dq row (batch {b}, query {i}, head {h}) sees no key but is not 0"));
+                }
+            }
+        }
+    }
+    for j in (0..sk).filter(|&j| !case.key_is_seen(j)) {
+        for b in 0..b_n {
+            for h in 0..hkv {
+                for (name, g) in [("dk", dk), ("dv", dv)] {
+                    if (0..d).any(|x| g[[b, j, h, x]].to_f32() != 0.0) {
+                        return Err(format!(
+                            "{name} row (batch {b}, key {j}, kv head {h}) is seen by no query but is not 0"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let errs = grad_errors(got, want);
+    for (name, err) in [("dq", errs.dq), ("dk", errs.dk), ("dv", errs.dv)] {
+        if err.is_nan() || err > tol {
+            return Err(format!("{name}: relative error {err:.3e} > {tol:.1e}"));
+        }
+    }
+    Ok(errs)
 }

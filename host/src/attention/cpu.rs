@@ -150,7 +150,7 @@ impl Tiles {
 /// The keys query `i` may see, as an inclusive range of signed key indices
 /// `[i + shift - left, i + shift + right]`, shift = seqlen_k - seqlen_q (bottom-right
 /// alignment). Unbounded sides saturate; the caller also bounds j by [0, seqlen_k).
-fn visible_keys(p: &Problem, i: usize) -> (i64, i64) {
+pub(super) fn visible_keys(p: &Problem, i: usize) -> (i64, i64) {
     let diag = i as i64 + p.seqlen_k as i64 - p.seqlen_q as i64;
     let lo = p.window_left.map_or(i64::MIN, |w| diag.saturating_sub(i64::try_from(w).unwrap_or(i64::MAX)));
     let hi = p.window_right.map_or(i64::MAX, |w| diag.saturating_add(i64::try_from(w).unwrap_or(i64::MAX)));

@@ -1,5 +1,7 @@
 //! Exact attention (FlashAttention-2 algorithm) forward, on the GPU
-//! (`kernels-gpu/src/attention`) or the CPU (`cpu.rs`, the same tiled algorithm).
+//! (`kernels-gpu/src/attention`) or the CPU (`cpu.rs`, the same tiled algorithm), and
+//! its backward ([`backward`]), on the CPU only so far (`cpu_bwd.rs`, the tiled algorithm
+//! of the future GPU kernel).
 //!
 //! Layouts (DESIGN.md): q `[batch, seqlen_q, heads_q, head_dim]`, k and v
 //! `[batch, seqlen_k, heads_kv, head_dim]`, heads_q a multiple of heads_kv (MQA/GQA:
@@ -21,6 +23,7 @@
 //! other rows are unaffected; a NaN in k or v reaches every query that sees that key.
 
 mod cpu;
+mod cpu_bwd;
 mod decode;
 mod decode_cpu;
 mod decode_gpu;
@@ -110,6 +113,81 @@ pub fn forward<T: Element>(
     }
 }
 
+/// Options of [`backward`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackwardOptions {
+    /// Bitwise reproducible gradients. On the GPU the fast mode (`false`, the default)
+    /// adds each key block's share of dQ into an f32 buffer with atomics, so the order of
+    /// those sums (and the last bits of dq) varies from run to run; the deterministic mode
+    /// has each key-block split write its own f32 dQ partial and sums the partials in a
+    /// fixed order (more memory, somewhat slower). The CPU is always deterministic: its
+    /// sums run in an order fixed by the problem, independent of the thread count, and it
+    /// ignores this option.
+    pub deterministic: bool,
+}
+
+/// What [`backward`] returns: the gradients of the loss with respect to q, k and v, each
+/// shaped like its input, of the input element type, on q's device. With GQA / MQA, dk
+/// and dv of a kv head are the sums over the query heads that read it.
+pub struct AttentionGrads<T: Element> {
+    pub dq: Tensor<T>,
+    pub dk: Tensor<T>,
+    pub dv: Tensor<T>,
+}
+
+/// Attention backward: given `dout`, the gradient of a loss with respect to the forward's
+/// output o, returns the gradients with respect to q, k and v.
+///
+/// `q`, `k`, `v` and `opts` are exactly those of the [`forward`] call, and `o` and `lse`
+/// its outputs: the backward does not store the probabilities, it recomputes them from q,
+/// k and the saved lse, and it takes the softmax's row term `D = rowsum(dout * o)` from
+/// o. `dout` has q's (and o's) shape. Rows that saw no key (lse = +inf) contribute
+/// nothing: their dq rows are 0, and they add nothing to dk and dv.
+///
+/// `bwd.deterministic` picks the GPU's dQ summation (see [`BackwardOptions`]).
+///
+/// **The GPU backward is not implemented yet**: on `Device::Cuda` this validates the
+/// arguments and then returns [`Error::Unsupported`]. Run it on `Device::Cpu` (copy the
+/// tensors with `to_array` / `Tensor::from_array`) until then.
+///
+/// Errors: those of [`forward`] for q, k, v and `opts`; then [`Error::Shape`] naming `o`
+/// or `dout` when its shape is not q's, or `lse` when it is not `[batch, heads_q,
+/// seqlen_q]`, and [`Error::DeviceMismatch`] when one of them is not on q's device;
+/// [`Error::Unsupported`] on `Device::Cuda`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Element>(
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    o: &Tensor<T>,
+    lse: &Tensor<f32>,
+    dout: &Tensor<T>,
+    opts: &AttentionOptions,
+    bwd: &BackwardOptions,
+) -> Result<AttentionGrads<T>> {
+    let problem = validate(q, k, v, opts)?;
+    let device = q.device();
+    let lse_shape = [problem.batch, problem.heads_q, problem.seqlen_q];
+    grad_arg("o", o.shape(), o.device(), q.shape(), "q's shape", device)?;
+    grad_arg("lse", lse.shape(), lse.device(), &lse_shape, "[batch, heads_q, seqlen_q] of q", device)?;
+    grad_arg("dout", dout.shape(), dout.device(), q.shape(), "q's shape", device)?;
+    match device {
+        Device::Cpu => cpu_bwd::backward(
+            q.cpu_data("q")?,
+            k.cpu_data("k")?,
+            v.cpu_data("v")?,
+            o.cpu_data("o")?,
+            lse.cpu_data("lse")?,
+            dout.cpu_data("dout")?,
+            &problem,
+        ),
+        Device::Cuda(n) => Err(Error::Unsupported {
+            what: format!("attention::backward on cuda:{n} (deterministic = {})", bwd.deterministic),
+            reason: "the GPU attention backward is not implemented yet; run the backward on Device::Cpu".into(),
+        }),
+    }
+}
+
 /// Checks every argument and resolves the options into a [`Problem`].
 fn validate<T: Element>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>, opts: &AttentionOptions) -> Result<Problem> {
     if !matches!(T::DTYPE, DType::BF16 | DType::F16) {
@@ -173,6 +251,22 @@ fn validate<T: Element>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>, opts: &Atte
         window_left: opts.window_left,
         window_right,
     })
+}
+
+/// One of the backward's extra arguments (o, lse, dout): shape `expected` (`what` says
+/// where it comes from), then on `device`.
+fn grad_arg(
+    arg: &'static str,
+    shape: &[usize],
+    dev: Device,
+    expected: &[usize],
+    what: &str,
+    device: Device,
+) -> Result<()> {
+    if shape != expected {
+        return Err(Error::Shape { arg, got: shape.to_vec(), expected: format!("{expected:?} ({what})") });
+    }
+    check::same_device(arg, dev, device)
 }
 
 /// `arg` has 4 dimensions, each at least 1; `layout` names them for the message.

@@ -9,12 +9,14 @@
 //!   decode steps), [`ops`] (activations with a fused bias, residual add, the Mamba gate,
 //!   rotary embedding).
 //! - [`reference`]: naive f64 implementations, the oracles of the tests.
+//! - [`checkpoint`]: safetensors checkpoints, read (as f32, shapes checked) and written.
 //! - [`runtime`]: the GPU runtime (context, PTX module, launches), for advanced use.
 //!
 //! Every public operation validates its arguments first and returns a typed [`Error`]
 //! naming the argument, what was given and what was expected.
 
 pub mod attention;
+pub mod checkpoint;
 pub mod device;
 pub mod element;
 pub mod error;

@@ -9,7 +9,8 @@
 //!   decode steps), [`ops`] (activations with a fused bias, residual add, the Mamba gate,
 //!   rotary embedding).
 //! - [`reference`]: naive f64 implementations, the oracles of the tests.
-//! - [`checkpoint`]: safetensors checkpoints, read (as f32, shapes checked) and written.
+//! - Loading real models: [`checkpoint`] (safetensors read / write), [`tokenizer`]
+//!   (byte-level BPE, GPT-2 and GPT-NeoX files).
 //! - [`runtime`]: the GPU runtime (context, PTX module, launches), for advanced use.
 //!
 //! Every public operation validates its arguments first and returns a typed [`Error`]
@@ -26,6 +27,7 @@ pub mod ops;
 pub mod reference;
 pub mod runtime;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use device::Device;
 pub use element::Element;

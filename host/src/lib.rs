@@ -10,7 +10,7 @@
 //!   rotary embedding).
 //! - [`reference`]: naive f64 implementations, the oracles of the tests.
 //! - Loading real models: [`checkpoint`] (safetensors read / write), [`tokenizer`]
-//!   (byte-level BPE, GPT-2 and GPT-NeoX files).
+//!   (byte-level BPE, GPT-2 and GPT-NeoX files), [`models`] (GPT-2 and Mamba weights).
 //! - [`runtime`]: the GPU runtime (context, PTX module, launches), for advanced use.
 //!
 //! Every public operation validates its arguments first and returns a typed [`Error`]
@@ -22,6 +22,7 @@ pub mod device;
 pub mod element;
 pub mod error;
 pub mod mamba;
+pub mod models;
 pub mod norm;
 pub mod ops;
 pub mod reference;

@@ -29,6 +29,13 @@ pub enum Error {
     /// The operation `what` exists but not for these arguments (for example not yet on
     /// this device); `reason` says what is missing and what works instead.
     Unsupported { what: String, reason: String },
+    /// A checkpoint file cannot be read, is malformed, or lacks what a model needs.
+    /// `tensor` names the tensor concerned, when there is one.
+    Checkpoint { path: String, tensor: Option<String>, what: String },
+    /// A checkpoint tensor has another shape than the model (or the caller) expects.
+    TensorShape { path: String, tensor: String, got: Vec<usize>, expected: String },
+    /// A tokenizer file cannot be read or is malformed.
+    Tokenizer { path: String, what: String },
 }
 
 impl fmt::Display for Error {
@@ -51,6 +58,12 @@ impl fmt::Display for Error {
             Error::PtxJit { message, log } => write!(f, "the driver could not load flashscan's PTX: {message}\n{log}"),
             Error::Driver { op, message } => write!(f, "CUDA driver error in {op}: {message}"),
             Error::Unsupported { what, reason } => write!(f, "{what} is not supported: {reason}"),
+            Error::Checkpoint { path, tensor: Some(t), what } => write!(f, "checkpoint {path}: tensor `{t}` {what}"),
+            Error::Checkpoint { path, tensor: None, what } => write!(f, "checkpoint {path}: {what}"),
+            Error::TensorShape { path, tensor, got, expected } => {
+                write!(f, "checkpoint {path}: tensor `{tensor}` has shape {got:?}, expected {expected}")
+            }
+            Error::Tokenizer { path, what } => write!(f, "tokenizer file {path}: {what}"),
         }
     }
 }

@@ -9,21 +9,26 @@
 //!   decode steps), [`ops`] (activations with a fused bias, residual add, the Mamba gate,
 //!   rotary embedding).
 //! - [`reference`]: naive f64 implementations, the oracles of the tests.
+//! - Loading real models: [`checkpoint`] (safetensors read / write), [`tokenizer`]
+//!   (byte-level BPE, GPT-2 and GPT-NeoX files), [`models`] (GPT-2 and Mamba weights).
 //! - [`runtime`]: the GPU runtime (context, PTX module, launches), for advanced use.
 //!
 //! Every public operation validates its arguments first and returns a typed [`Error`]
 //! naming the argument, what was given and what was expected.
 
 pub mod attention;
+pub mod checkpoint;
 pub mod device;
 pub mod element;
 pub mod error;
 pub mod mamba;
+pub mod models;
 pub mod norm;
 pub mod ops;
 pub mod reference;
 pub mod runtime;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use device::Device;
 pub use element::Element;

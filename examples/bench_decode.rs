@@ -38,15 +38,8 @@ fn device_random(shape: &[usize], seed: u64) -> Result<Tensor<bf16>> {
 
 fn case(batch: usize, heads_kv: usize, len: usize, paged: bool, copy: f64) -> Result<()> {
     let gpu = Device::Cuda(0).gpu()?;
-    let (k, v, cache_shape) = if paged {
-        let pages = batch * len.div_ceil(PAGE);
-        let shape = [pages, PAGE, heads_kv, D];
-        (device_random(&shape, 1)?, device_random(&shape, 2)?, shape)
-    } else {
-        let shape = [batch, len, heads_kv, D];
-        (device_random(&shape, 1)?, device_random(&shape, 2)?, shape)
-    };
-    let _ = cache_shape;
+    let shape = if paged { [batch * len.div_ceil(PAGE), PAGE, heads_kv, D] } else { [batch, len, heads_kv, D] };
+    let (k, v) = (device_random(&shape, 1)?, device_random(&shape, 2)?);
     let lens = vec![len; batch];
     let mut cache = if paged {
         // Pages dealt in a fixed shuffled order (a stride coprime with the page count).

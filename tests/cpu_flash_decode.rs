@@ -6,7 +6,9 @@
 mod attention_common;
 mod flash_decode_common;
 
-use flash_decode_common::{DecodeCase, cases, check, decode_tol, inputs, run};
+use attention_common::tol;
+
+use flash_decode_common::{DecodeCase, cases, check, inputs, run};
 use flashscan::attention::AttentionOptions;
 use flashscan::{Device, bf16, f16};
 use proptest::prelude::*;
@@ -19,12 +21,12 @@ proptest! {
 
     #[test]
     fn cpu_decode_matches_reference_bf16(case in cases(400, HEAD_DIMS)) {
-        check::<bf16>(&case, CPU, decode_tol::<bf16>()).map_err(TestCaseError::fail)?;
+        check::<bf16>(&case, CPU, tol::<bf16>()).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn cpu_decode_matches_reference_f16(case in cases(400, HEAD_DIMS)) {
-        check::<f16>(&case, CPU, decode_tol::<f16>()).map_err(TestCaseError::fail)?;
+        check::<f16>(&case, CPU, tol::<f16>()).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -59,7 +61,7 @@ fn empty_sequences_and_fully_masked_rows_give_zero_and_infinite_lse() {
     c.opts = AttentionOptions { causal: true, ..Default::default() };
     for splits in [None, Some(3)] {
         c.num_splits = splits;
-        check::<f16>(&c, CPU, decode_tol::<f16>()).unwrap();
+        check::<f16>(&c, CPU, tol::<f16>()).unwrap();
         let (o, lse, _) = run(&c, &inputs::<f16>(&c), CPU).unwrap();
         for h in 0..2 {
             assert!(lse[[1, h, 0]].is_infinite() && lse[[0, h, 0]].is_infinite() && lse[[0, h, 2]].is_finite());

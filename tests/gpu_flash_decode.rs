@@ -7,7 +7,9 @@
 mod attention_common;
 mod flash_decode_common;
 
-use flash_decode_common::{DecodeCase, cases, check, check_generation, decode_tol, inputs, run};
+use attention_common::tol;
+
+use flash_decode_common::{DecodeCase, cases, check, check_generation, inputs, run};
 use flashscan::attention::AttentionOptions;
 use flashscan::ops::RotaryStyle;
 use flashscan::{Device, bf16, f16, runtime::Gpu};
@@ -27,13 +29,13 @@ proptest! {
     #[test]
     #[ignore = "needs an NVIDIA GPU"]
     fn gpu_decode_matches_reference_bf16(case in cases(1500, HEAD_DIMS)) {
-        check::<bf16>(&case, gpu(), decode_tol::<bf16>()).map_err(TestCaseError::fail)?;
+        check::<bf16>(&case, gpu(), tol::<bf16>()).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     #[ignore = "needs an NVIDIA GPU"]
     fn gpu_decode_matches_reference_f16(case in cases(1500, HEAD_DIMS)) {
-        check::<f16>(&case, gpu(), decode_tol::<f16>()).map_err(TestCaseError::fail)?;
+        check::<f16>(&case, gpu(), tol::<f16>()).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -47,7 +49,7 @@ fn gpu_long_caches_with_gqa_and_mha() {
             c.new = 3;
             c.num_splits = splits;
             c.opts = AttentionOptions { causal: true, ..Default::default() };
-            check::<bf16>(&c, gpu(), decode_tol::<bf16>()).unwrap();
+            check::<bf16>(&c, gpu(), tol::<bf16>()).unwrap();
         }
     }
     // Paged, sliding window and softcap, rotary, differing lengths.
@@ -57,7 +59,7 @@ fn gpu_long_caches_with_gqa_and_mha() {
     c.page_size = Some(128);
     c.rotary = Some((RotaryStyle::Interleaved, 64));
     c.opts = AttentionOptions { window_left: Some(3000), softcap: Some(20.0), causal: true, ..Default::default() };
-    check::<f16>(&c, gpu(), decode_tol::<f16>()).unwrap();
+    check::<f16>(&c, gpu(), tol::<f16>()).unwrap();
 }
 
 #[test]
@@ -95,6 +97,6 @@ fn gpu_empty_sequences_and_masked_rows() {
     c.opts = AttentionOptions { causal: true, window_left: Some(0), ..Default::default() };
     for splits in [None, Some(1), Some(7)] {
         c.num_splits = splits;
-        check::<f16>(&c, gpu(), decode_tol::<f16>()).unwrap();
+        check::<f16>(&c, gpu(), tol::<f16>()).unwrap();
     }
 }

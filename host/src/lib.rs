@@ -25,6 +25,7 @@ pub mod mamba;
 pub mod models;
 pub mod norm;
 pub mod ops;
+mod parallel;
 pub mod reference;
 pub mod runtime;
 pub mod tensor;

@@ -99,22 +99,24 @@ pub fn build<T: Element>(
 ) -> Result<(KvCache<T>, Option<(Tensor<T>, Tensor<T>)>), String> {
     let (batch, hkv, hd, cap) = (c.batch(), c.heads_kv, c.head_dim, c.capacity());
     let e = |e: flashscan::Error| e.to_string();
-    // Position p of sequence b: (storage row) in a [units, rows, hkv, hd] pool.
-    let (units, rows, place): (usize, usize, Box<dyn Fn(usize, usize) -> (usize, usize)>) = match c.page_size {
-        None => (batch, cap, Box::new(|b, p| (b, p))),
-        Some(ps) => {
-            let per_seq = cap / ps;
-            let num_pages = batch * per_seq + 2;
-            // Pages handed out in a seeded shuffled order; two stay unused.
-            let mut order: Vec<usize> = (0..num_pages).collect();
-            let mut rng = Rng::new(c.seed ^ 0x9e37);
-            for i in (1..order.len()).rev() {
-                order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-            }
-            let table: Vec<Vec<usize>> = (0..batch).map(|b| order[b * per_seq..(b + 1) * per_seq].to_vec()).collect();
-            let t2 = table.clone();
-            (num_pages, ps, Box::new(move |b, p| (t2[b][p / ps], p % ps)))
+    // Paged: each sequence's pages, handed out in a seeded shuffled order (two stay unused).
+    let table: Option<Vec<Vec<usize>>> = c.page_size.map(|ps| {
+        let per_seq = cap / ps;
+        let mut order: Vec<usize> = (0..batch * per_seq + 2).collect();
+        let mut rng = Rng::new(c.seed ^ 0x9e37);
+        for i in (1..order.len()).rev() {
+            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
         }
+        (0..batch).map(|b| order[b * per_seq..(b + 1) * per_seq].to_vec()).collect()
+    });
+    // Storage (unit, row) of position p of sequence b in a [units, rows, hkv, hd] pool.
+    let (units, rows) = match c.page_size {
+        None => (batch, cap),
+        Some(ps) => (batch * (cap / ps) + 2, ps),
+    };
+    let place = |b: usize, p: usize| match (&table, c.page_size) {
+        (Some(t), Some(ps)) => (t[b][p / ps], p % ps),
+        _ => (b, p),
     };
     let mut k = ArrayD::<T>::from_elem(IxDyn(&[units, rows, hkv, hd]), T::from_f32(0.0));
     let mut v = k.clone();
@@ -126,14 +128,9 @@ pub fn build<T: Element>(
         }
     }
     let (k, v) = (Tensor::from_array(k, device).map_err(e)?, Tensor::from_array(v, device).map_err(e)?);
-    let cache = match c.page_size {
+    let cache = match &table {
         None => KvCache::from_contiguous(k, v, &c.cached).map_err(e)?,
-        Some(ps) => {
-            let per_seq = cap / ps;
-            let table: Vec<Vec<usize>> =
-                (0..batch).map(|b| (0..per_seq).map(|i| place(b, i * ps).0).collect()).collect();
-            KvCache::from_pages(k, v, &table, &c.cached).map_err(e)?
-        }
+        Some(t) => KvCache::from_pages(k, v, t, &c.cached).map_err(e)?,
     };
     let new = if c.new > 0 {
         let mut kn = ArrayD::<T>::from_elem(IxDyn(&[batch, c.new, hkv, hd]), T::from_f32(0.0));
@@ -170,12 +167,8 @@ pub fn check<T: Element>(c: &DecodeCase, device: Device, tol: Tol) -> Result<(),
     let (hq, hd) = (c.heads_q(), c.head_dim);
     for b in 0..c.batch() {
         let len = c.len(b);
-        let want_len = len;
-        if cache.seqlens()[b] != want_len {
-            return Err(format!(
-                "sequence {b}: cache length {} after the call, expected {want_len}",
-                cache.seqlens()[b]
-            ));
+        if cache.seqlens()[b] != len {
+            return Err(format!("sequence {b}: cache length {} after the call, expected {len}", cache.seqlens()[b]));
         }
         // Keys in order: cached as stored, new ones rotated to their positions.
         let kb = to_f64(&x.k[b]).insert_axis(Axis(0));
@@ -259,10 +252,6 @@ pub fn run<T: Element>(
     let out = decode(&q, &mut cache, new.as_ref().map(|(k, v)| (k, v)), rot, &opts)
         .map_err(|e| format!("decode failed: {e}"))?;
     Ok((out.o.to_array().map_err(|e| e.to_string())?, out.lse.to_array().map_err(|e| e.to_string())?, cache))
-}
-
-pub fn decode_tol<T: Element>() -> Tol {
-    tol::<T>()
 }
 
 /// Random decoding cases: batch 1..=3 with lengths 0..max_len each (0: an empty

@@ -19,6 +19,7 @@
 
 use super::Problem;
 use crate::Element;
+use crate::parallel::run_parallel;
 use ndarray::{ArrayD, IxDyn};
 use std::f32::consts::LOG2_E;
 use std::ops::Range;
@@ -42,37 +43,19 @@ pub(super) fn forward<T: Element>(
     // converts on the fly as tiles are used; converting once here keeps the loops simple.
     let inputs = Inputs { q: to_f32(q), k: to_f32(k), v: to_f32(v) };
 
-    // Work items: (batch, head) pairs, split across threads round-robin.
-    let items = p.batch * p.heads_q;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items).max(1);
-    let per_thread: Vec<Vec<(usize, HeadOutput<T>)>> = if threads == 1 {
-        vec![run_items::<T>(&inputs, p, 0, 1)]
-    } else {
-        std::thread::scope(|scope| {
-            let inputs = &inputs;
-            let spawned: Vec<_> = (0..threads)
-                .map(|t| {
-                    let worker = std::thread::Builder::new().name(format!("flashscan-attn-{t}"));
-                    (t, worker.spawn_scoped(scope, move || run_items::<T>(inputs, p, t, threads)))
-                })
-                .collect();
-            spawned
-                .into_iter()
-                .map(|(t, handle)| match handle {
-                    // A worker only panics on a bug in this file; re-raise it rather than hide it.
-                    Ok(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                    // The OS gave no thread: do that share of the work here.
-                    Err(_) => run_items::<T>(inputs, p, t, threads),
-                })
-                .collect()
-        })
-    };
+    // Work items: (batch, head) pairs, each thread with one set of tiles.
+    let heads = run_parallel(
+        "attn",
+        p.batch * p.heads_q,
+        || Tiles::new(p.head_dim),
+        |tiles, item| head::<T>(&inputs, p, item / p.heads_q, item % p.heads_q, tiles),
+    );
 
     // Scatter each head's rows into o (q's layout) and lse ([batch, heads_q, seqlen_q]).
     let (sq, d, hq) = (p.seqlen_q, p.head_dim, p.heads_q);
     let mut o = vec![T::from_f32(0.0); p.batch * sq * hq * d];
     let mut lse = vec![0f32; p.batch * hq * sq];
-    for (item, head) in per_thread.into_iter().flatten() {
+    for (item, head) in heads.into_iter().enumerate() {
         let (b, h) = (item / hq, item % hq);
         for i in 0..sq {
             let dst = ((b * sq + i) * hq + h) * d;
@@ -102,18 +85,6 @@ struct HeadOutput<T> {
 
 fn to_f32<T: Element>(a: &ArrayD<T>) -> Vec<f32> {
     a.iter().map(|x| x.to_f32()).collect()
-}
-
-/// Items `first, first + stride, ...` of the (batch, head) list, with one set of tiles.
-fn run_items<T: Element>(x: &Inputs, p: &Problem, first: usize, stride: usize) -> Vec<(usize, HeadOutput<T>)> {
-    let mut tiles = Tiles::new(p.head_dim);
-    (first..p.batch * p.heads_q)
-        .step_by(stride)
-        .map(|item| {
-            let (b, h) = (item / p.heads_q, item % p.heads_q);
-            (item, head::<T>(x, p, b, h, &mut tiles))
-        })
-        .collect()
 }
 
 /// The on-chip state of one thread block: what the kernel keeps in shared memory (Q, K, V

@@ -34,6 +34,7 @@
 
 use super::cpu::{dot, visible_keys};
 use super::{AttentionGrads, Problem};
+use crate::parallel::run_parallel;
 use crate::{Element, Error, Result, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use std::f32::consts::LOG2_E;
@@ -63,6 +64,7 @@ pub(super) fn backward<T: Element>(
     let x = Inputs { q: to_f32(q), k: to_f32(k), v: to_f32(v), dout, lse: lse.iter().copied().collect(), delta };
 
     let per_item = run_parallel(
+        "attn-bwd",
         p.batch * p.heads_kv,
         || Tiles::new(p.head_dim),
         |t, item| kv_head::<T>(&x, p, item / p.heads_kv, item % p.heads_kv, t),
@@ -319,47 +321,6 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += a * x;
     }
-}
-
-/// Runs `work(scratch, item)` for items `0..items` on up to `available_parallelism`
-/// threads (round-robin, one `scratch()` per thread) and returns the results in item
-/// order. Each item's arithmetic is the same on any thread, so the results do not depend
-/// on the thread count.
-fn run_parallel<S, R: Send>(
-    items: usize,
-    scratch: impl Fn() -> S + Sync,
-    work: impl Fn(&mut S, usize) -> R + Sync,
-) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items).max(1);
-    let run = |first: usize| -> Vec<(usize, R)> {
-        let mut s = scratch();
-        (first..items).step_by(threads).map(|item| (item, work(&mut s, item))).collect()
-    };
-    let parts: Vec<Vec<(usize, R)>> = if threads == 1 {
-        vec![run(0)]
-    } else {
-        std::thread::scope(|scope| {
-            let run = &run;
-            let spawned: Vec<_> = (0..threads)
-                .map(|t| {
-                    let worker = std::thread::Builder::new().name(format!("flashscan-attn-bwd-{t}"));
-                    (t, worker.spawn_scoped(scope, move || run(t)))
-                })
-                .collect();
-            spawned
-                .into_iter()
-                .map(|(t, handle)| match handle {
-                    // A worker only panics on a bug in this file; re-raise it rather than hide it.
-                    Ok(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                    // The OS gave no thread: do that share of the work here.
-                    Err(_) => run(t),
-                })
-                .collect()
-        })
-    };
-    let mut all: Vec<(usize, R)> = parts.into_iter().flatten().collect();
-    all.sort_by_key(|(item, _)| *item);
-    all.into_iter().map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]

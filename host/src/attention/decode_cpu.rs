@@ -191,16 +191,11 @@ fn merge(parts: &[(f32, Vec<f32>)], hd: usize) -> (Vec<f32>, f32) {
     (o, lse)
 }
 
-/// Element offset of sequence b's position `pos` (kv head 0) in the cache's storage.
+/// Element offset of sequence b's position `pos` (kv head 0) in the cache's storage
+/// (validation keeps every position the kernels touch within the capacity).
 fn cache_row<T: Element>(c: &KvCache<T>, b: usize, pos: usize) -> usize {
-    let row = c.heads_kv * c.head_dim;
-    match &c.table {
-        None => (b * c.rows_per_unit + pos) * row,
-        Some(t) => {
-            let page = t[b * c.pages_per_seq + pos / c.rows_per_unit] as usize;
-            (page * c.rows_per_unit + pos % c.rows_per_unit) * row
-        }
-    }
+    let (unit, row) = c.locate(b, pos).unwrap_or((0, 0));
+    (unit * c.rows_per_unit + row) * c.heads_kv * c.head_dim
 }
 
 /// Rotary tables on the host: rot_dim / 2 = `half` columns per position.

@@ -19,6 +19,7 @@
 //! problem, never on the thread count or timing: the results are bitwise reproducible.
 
 use super::{Problem, SCAN_CHECKPOINT, ScanGrads, ScanInputs, ScanOutput};
+use crate::parallel::run_parallel;
 use crate::{Element, Error, Result, Tensor};
 use ndarray::{ArrayD, IxDyn};
 
@@ -41,6 +42,7 @@ pub(super) fn forward<T: Element>(p: &Problem, x: &ScanInputs<T>) -> Result<Scan
 
     // One unit per (batch, channel): independent, like the kernel's blocks.
     let channels = run_parallel(
+        "scan",
         p.batch * p.dim,
         || Segment::new(n),
         |seg, item| forward_channel::<T>(&inputs, p, seg, item / p.dim, item % p.dim),
@@ -89,6 +91,7 @@ pub(super) fn backward<T: Element>(
     };
     let units = p.batch * p.groups * chunks;
     let results = run_parallel(
+        "scan",
         units,
         || Segment::new(n),
         |seg, unit| {
@@ -454,43 +457,4 @@ pub(super) fn tensor<E: Element>(arg: &'static str, shape: &[usize], data: Vec<E
         got: vec![len],
         expected: format!("{shape:?} (internal error: the CPU scan produced the wrong number of elements)"),
     })
-}
-
-/// Runs `work(scratch, unit)` for units `0..units` on up to `available_parallelism`
-/// threads (round-robin, one `scratch()` per thread) and returns the results in unit order.
-fn run_parallel<S, R: Send>(
-    units: usize,
-    scratch: impl Fn() -> S + Sync,
-    work: impl Fn(&mut S, usize) -> R + Sync,
-) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(units).max(1);
-    let run = |first: usize| -> Vec<(usize, R)> {
-        let mut s = scratch();
-        (first..units).step_by(threads).map(|unit| (unit, work(&mut s, unit))).collect()
-    };
-    let parts: Vec<Vec<(usize, R)>> = if threads == 1 {
-        vec![run(0)]
-    } else {
-        std::thread::scope(|scope| {
-            let run = &run;
-            let spawned: Vec<_> = (0..threads)
-                .map(|t| {
-                    let worker = std::thread::Builder::new().name(format!("flashscan-scan-{t}"));
-                    (t, worker.spawn_scoped(scope, move || run(t)))
-                })
-                .collect();
-            spawned
-                .into_iter()
-                .map(|(t, handle)| match handle {
-                    // A worker only panics on a bug in this file; re-raise it rather than hide it.
-                    Ok(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                    // The OS gave no thread: do that share of the work here.
-                    Err(_) => run(t),
-                })
-                .collect()
-        })
-    };
-    let mut all: Vec<(usize, R)> = parts.into_iter().flatten().collect();
-    all.sort_by_key(|(unit, _)| *unit);
-    all.into_iter().map(|(_, r)| r).collect()
 }

@@ -4,12 +4,13 @@
 //! `l / 4` and `l / 4 + 8` of each, columns `2 (l % 4) + {0, 1}` of each n8 tile.
 
 use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
-use crate::device::math::{exp2, fma, max, rcp};
+use crate::device::math::{exp2, fma, log2, max, rcp};
 use crate::device::thread::lane;
 use crate::device::warp::shfl_xor;
 use crate::device::{FragA, FragB, FragC, Sram, TensorElem, unroll};
 
 const LOG2E: f32 = core::f32::consts::LOG2_E;
+const LN2: f32 = core::f32::consts::LN_2;
 
 /// tanh(x) = 1 - 2 / (2^(2x log2 e) + 1): ex2 + rcp, ~1e-7 absolute error (the
 /// `tanh.approx` instruction is only good to ~5e-4, too coarse under a softcap of 30).
@@ -196,4 +197,24 @@ pub fn accumulate_pv<T: TensorElem, const MT: usize, const KK: usize, const DN: 
             }
         })
     });
+}
+
+/// 1 / l for the epilogue's o = O / l: 0 for a row that saw no key (l = 0, O = 0), and a
+/// NaN l stays NaN.
+#[inline(always)]
+pub fn inv_row_sum(l: f32) -> f32 {
+    if l > 0.0 {
+        rcp(l)
+    } else if l == 0.0 {
+        0.0
+    } else {
+        l
+    }
+}
+
+/// ln(sum exp(s)) of a row from its running max (`m_use`: the max, 0 for -inf) and sum l
+/// of the base-2 softmax: (m_use score_log2 + log2 l) ln 2.
+#[inline(always)]
+pub fn row_lse(m_use: f32, l: f32, score_log2: f32) -> f32 {
+    (m_use * score_log2 + log2(l)) * LN2
 }

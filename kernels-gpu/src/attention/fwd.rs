@@ -9,17 +9,14 @@
 //!   regs          S, P (f32 -> bf16/f16 in place), O accumulator, row max m, row sum l
 //!   regs -> HBM   O (rounded) and lse, once
 
-use super::block::{Mask, accumulate_pv, mask_scores, online_softmax, scores, softcap};
+use super::block::{Mask, accumulate_pv, inv_row_sum, mask_scores, online_softmax, row_lse, scores, softcap};
 use super::tile::load_tile;
 use super::{AttnFwdParams, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256, FWD_STAGES as STAGES};
 use crate::device::cp_async::{commit, wait_group};
 use crate::device::ldmatrix::ldmatrix_x4;
-use crate::device::math::{log2, rcp};
 use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, warp};
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
-
-const LN2: f32 = core::f32::consts::LN_2;
 
 /// The kernel body. Const parameters: element type T; tile head dim D; WARPS; MT m16
 /// tiles per warp; BN keys per block; QREG (Q fragments in registers); and the derived
@@ -168,13 +165,7 @@ unsafe fn attn_fwd<
             sum += shfl_xor(sum, 1);
             sum += shfl_xor(sum, 2);
             let row = r0 + (warp_row + mt as u32 * 16 + l / 4 + 8 * hf as u32) as i32;
-            let inv = if sum > 0.0 {
-                rcp(sum)
-            } else if sum == 0.0 {
-                0.0
-            } else {
-                sum
-            };
+            let inv = inv_row_sum(sum);
             if row < sq {
                 let row_off = o_base + row as usize * q_rs;
                 unroll::<DN, _>(|dn| {
@@ -188,7 +179,7 @@ unsafe fn attn_fwd<
                 if l % 4 == 0 {
                     let mx = row_max[mt][hf];
                     let m_use = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
-                    let lse = if sum == 0.0 { f32::INFINITY } else { (m_use * score_log2 + log2(sum)) * LN2 };
+                    let lse = if sum == 0.0 { f32::INFINITY } else { row_lse(m_use, sum, score_log2) };
                     unsafe { lse_hbm.store((bh as usize) * p.seqlen_q as usize + row as usize, lse) };
                 }
             }

@@ -12,17 +12,15 @@
 //!   SRAM          the warps' (max, sum, O) merged once at the end
 //!   regs -> HBM   o and lse (one split), or the split's f32 o and lse, once
 
-use super::block::{Mask, accumulate_pv, mask_scores, online_softmax, scores, softcap};
+use super::block::{Mask, accumulate_pv, inv_row_sum, mask_scores, online_softmax, row_lse, scores, softcap};
 use super::decode::{AttnSplitParams, SPLIT_D64, SPLIT_D128, SPLIT_D256, SPLIT_ROWS};
 use super::tile::load_tile;
 use crate::device::cp_async::{commit, cp_async_16, wait_group};
 use crate::device::ldmatrix::ldmatrix_x4;
-use crate::device::math::{exp2, log2, max, rcp};
+use crate::device::math::{exp2, max};
 use crate::device::thread::{block_x, block_y, block_z, lane, sync_threads, sync_warp, tid, warp};
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
-
-const LN2: f32 = core::f32::consts::LN_2;
 
 /// Const parameters: element type T; tile head dim D; WARPS (each 16 keys of a BN-key
 /// block); STAGES deep K/V pipeline and WAIT = STAGES - 2 (the cp.async groups that may
@@ -241,16 +239,10 @@ unsafe fn attn_split<
                     unroll::<4, _>(|e| acc[e] += f32::from_bits(x[e]));
                 }
                 let (m_use, total) = unsafe { (s_row.ld_f32(r * 8), s_row.ld_f32(r * 8 + 4)) };
-                let inv = if total > 0.0 {
-                    rcp(total)
-                } else if total == 0.0 {
-                    0.0
-                } else {
-                    total
-                };
+                let inv = inv_row_sum(total);
                 let (t, hq) = (row as u32 / group, kv_h * group + row as u32 % group);
                 let lse_row = ((b * heads_q + hq) * p.seqlen_q + t) as usize;
-                let lse = (m_use * score_log2 + log2(total)) * LN2;
+                let lse = row_lse(m_use, total, score_log2);
                 if p.splits <= 1 {
                     let at = b as usize * p.q_batch_stride as usize
                         + t as usize * p.q_row_stride as usize

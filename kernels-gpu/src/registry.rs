@@ -2,6 +2,7 @@
 //! with. The PTX test runs `ptxas -v` over all of them and fails on spills, stack frames
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
+use crate::attention::backward::{BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256};
 use crate::attention::decode::{SPLIT_D64, SPLIT_D128, SPLIT_D256};
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
 use crate::conv::{CONV_BWD_SMEM_BUDGET, CONV_FWD_SMEM_BUDGET};
@@ -37,6 +38,21 @@ const ATTN_SPLIT: &[&str] =
     &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx", "ld.shared.v4"];
 /// The split combine: 16-byte reads of the f32 partials, warp reductions.
 const ATTN_COMBINE: &[&str] = &["ld.global.nc.v4", "shfl.sync.bfly", "ex2.approx"];
+
+/// The attention backward: the forward's tensor-core products (plain and transposed
+/// ldmatrix), cp.async Q / dO / lse / D streaming, ex2 recomputation of P, f32 dQ atomics.
+const ATTN_BWD: &[&str] = &[
+    MMA,
+    LDMATRIX,
+    "ldmatrix.sync.aligned.m8n8.x4.trans",
+    CP_ASYNC,
+    "cp.async.ca.shared.global",
+    "ex2.approx",
+    "red.global.add.f32",
+];
+/// The backward's row passes: 16-byte loads and stores, a warp sum (pre).
+const ATTN_BWD_PRE: &[&str] = &["ld.global.nc.v4", "st.global.v4", "shfl.sync.bfly"];
+const ATTN_BWD_DQ: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 
 /// The scan forward: cp.async-staged chunks, one ex2 per step and state.
 const SCAN_FWD: &[&str] = &[CP_ASYNC, "ex2.approx", "ld.shared.v4"];
@@ -87,6 +103,22 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_split_d256_f16", SPLIT_D256.smem_bytes(), ATTN_SPLIT),
     k("attn_combine_bf16", 0, ATTN_COMBINE),
     k("attn_combine_f16", 0, ATTN_COMBINE),
+    k("attn_bwd_d32_bf16", BWD_D32.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d32_f16", BWD_D32.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d64_bf16", BWD_D64.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d64_f16", BWD_D64.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d96_bf16", BWD_D96.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d96_f16", BWD_D96.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d128_bf16", BWD_D128.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d128_f16", BWD_D128.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d192_bf16", BWD_D192.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d192_f16", BWD_D192.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d256_bf16", BWD_D256.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d256_f16", BWD_D256.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_pre_bf16", 0, ATTN_BWD_PRE),
+    k("attn_bwd_pre_f16", 0, ATTN_BWD_PRE),
+    k("attn_bwd_dq_bf16", 0, ATTN_BWD_DQ),
+    k("attn_bwd_dq_f16", 0, ATTN_BWD_DQ),
     k("kv_append_bf16", 0, &[]),
     k("kv_append_f16", 0, &[]),
     k("scan_fwd_f32_s4", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),

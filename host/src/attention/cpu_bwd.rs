@@ -1,5 +1,5 @@
 //! CPU path of the attention backward: the tiled FlashAttention-2 backward that the GPU
-//! kernel will run, written with plain loops so that it reads next to the kernel.
+//! kernel (`kernels-gpu/src/attention/bwd.rs`) runs, written with plain loops so that it reads next to the kernel.
 //!
 //! The backward never stores the `seqlen_q x seqlen_k` probabilities: it recomputes them
 //! from q, k and the forward's log-sum-exp. Two passes:

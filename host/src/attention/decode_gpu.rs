@@ -1,7 +1,7 @@
 //! GPU path of Flash-Decoding: the append / rotate kernel, the split-KV kernel and the
 //! combine (`kernels-gpu/src/attention/{kv_append, split_kv, combine}.rs`).
 
-use super::AttentionOutput;
+use super::{AttentionOutput, kernel_window};
 use super::decode::DecodeProblem;
 use super::kv_cache::{KvCache, Rotary};
 use crate::kernels::attention::decode::{
@@ -123,7 +123,10 @@ pub(super) fn decode<T: Element>(
         None
     };
     let (lens, table) = cache.device_index()?;
-    let window = |w: Option<usize>| w.map_or(-1, |w| w.min(i32::MAX as usize) as i32);
+    // A left window of `longest` keys or more, and a right one of seqlen_q or more, hide
+    // no key of any sequence (see `Problem::kernel_windows`).
+    let (window_left, window_right) =
+        (kernel_window(p.window_left, longest), kernel_window(p.window_right, p.seqlen_q));
     let params = AttnSplitParams {
         q: q_used.device_addr(),
         k: cache.k.gpu_data("cache.k")?.device_addr(),
@@ -147,8 +150,8 @@ pub(super) fn decode<T: Element>(
         page_size: if cache.table.is_some() { cache.rows_per_unit as u32 } else { 0 },
         pages_per_seq: cache.pages_per_seq as u32,
         splits,
-        window_left: window(p.window_left),
-        window_right: window(p.window_right),
+        window_left,
+        window_right,
         softcap: (p.softcap > 0.0) as u32,
         score_pre: if p.softcap > 0.0 { p.scale / p.softcap } else { 0.0 },
         score_log2: std::f32::consts::LOG2_E * if p.softcap > 0.0 { p.softcap } else { p.scale },

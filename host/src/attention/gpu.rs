@@ -36,7 +36,8 @@ pub(crate) fn forward<T: Element>(
     let gpu = q.gpu().clone();
     let o = GpuTensor::<T>::uninit(&gpu, q.shape())?;
     let lse = GpuTensor::<f32>::uninit(&gpu, &[p.batch, p.heads_q, p.seqlen_q])?;
-    let window = |w: Option<usize>| w.map_or(-1, |w| w.min(i32::MAX as usize) as i32);
+    let (window_left, window_right) = p.kernel_windows();
+    let (softcap, score_pre, score_log2) = p.kernel_scores();
     let params = AttnFwdParams {
         q: q.device_addr(),
         k: k.device_addr(),
@@ -52,11 +53,11 @@ pub(crate) fn forward<T: Element>(
         heads_q: p.heads_q as u32,
         group: (p.heads_q / p.heads_kv) as u32,
         head_dim: p.head_dim as u32,
-        window_left: window(p.window_left),
-        window_right: window(p.window_right),
-        softcap: (p.softcap > 0.0) as u32,
-        score_pre: if p.softcap > 0.0 { p.scale / p.softcap } else { 0.0 },
-        score_log2: std::f32::consts::LOG2_E * if p.softcap > 0.0 { p.softcap } else { p.scale },
+        window_left,
+        window_right,
+        softcap,
+        score_pre,
+        score_log2,
     };
     let kernel = format!("attn_fwd_d{}_{}", tile.d, T::DTYPE.suffix());
     let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;

@@ -1,7 +1,7 @@
 //! Exact attention (FlashAttention-2 algorithm) forward, on the GPU
 //! (`kernels-gpu/src/attention`) or the CPU (`cpu.rs`, the same tiled algorithm), and
-//! its backward ([`backward`]), on the CPU only so far (`cpu_bwd.rs`, the tiled algorithm
-//! of the future GPU kernel).
+//! its backward ([`backward`]), on the GPU (`gpu_bwd.rs`) or the CPU (`cpu_bwd.rs`, the
+//! kernel's tiled algorithm).
 //!
 //! Layouts (DESIGN.md): q `[batch, seqlen_q, heads_q, head_dim]`, k and v
 //! `[batch, seqlen_k, heads_kv, head_dim]`, heads_q a multiple of heads_kv (MQA/GQA:
@@ -28,6 +28,7 @@ mod decode;
 mod decode_cpu;
 mod decode_gpu;
 mod gpu;
+mod gpu_bwd;
 mod kv_cache;
 
 pub use decode::{DecodeOptions, decode};
@@ -74,6 +75,33 @@ pub(crate) struct Problem {
     /// shift = seqlen_k - seqlen_q; `None` = unbounded. Causal is folded into right = Some(0).
     pub window_left: Option<usize>,
     pub window_right: Option<usize>,
+}
+
+impl Problem {
+    /// The kernels' window bounds (left, right): -1 for a side without a bound, and for
+    /// one too wide to hide any key (left >= seqlen_k, right >= seqlen_q), so that the
+    /// kernels' i32 position sums never see a huge window.
+    pub(crate) fn kernel_windows(&self) -> (i32, i32) {
+        (kernel_window(self.window_left, self.seqlen_k), kernel_window(self.window_right, self.seqlen_q))
+    }
+
+    /// The kernels' score parameters (softcap flag, score_pre, score_log2): the score
+    /// enters the base-2 softmax as `x * score_log2`, x = q.k or, with a soft cap,
+    /// x = tanh(q.k * score_pre).
+    pub(crate) fn kernel_scores(&self) -> (u32, f32, f32) {
+        let capped = self.softcap > 0.0;
+        let score_pre = if capped { self.scale / self.softcap } else { 0.0 };
+        (capped as u32, score_pre, std::f32::consts::LOG2_E * if capped { self.softcap } else { self.scale })
+    }
+}
+
+/// A window side for the kernels: -1 = unbounded, also for a window of at least
+/// `never_binds_from` positions (one that cannot hide a key).
+pub(crate) fn kernel_window(w: Option<usize>, never_binds_from: usize) -> i32 {
+    match w {
+        Some(w) if w < never_binds_from => w.min(i32::MAX as usize) as i32,
+        _ => -1,
+    }
 }
 
 /// What [`forward`] returns: o (q's shape and element type, on q's device) and the
@@ -146,14 +174,10 @@ pub struct AttentionGrads<T: Element> {
 ///
 /// `bwd.deterministic` picks the GPU's dQ summation (see [`BackwardOptions`]).
 ///
-/// **The GPU backward is not implemented yet**: on `Device::Cuda` this validates the
-/// arguments and then returns [`Error::Unsupported`]. Run it on `Device::Cpu` (copy the
-/// tensors with `to_array` / `Tensor::from_array`) until then.
-///
 /// Errors: those of [`forward`] for q, k, v and `opts`; then [`Error::Shape`] naming `o`
 /// or `dout` when its shape is not q's, or `lse` when it is not `[batch, heads_q,
-/// seqlen_q]`, and [`Error::DeviceMismatch`] when one of them is not on q's device;
-/// [`Error::Unsupported`] on `Device::Cuda`.
+/// seqlen_q]`, and [`Error::DeviceMismatch`] when one of them is not on q's device; the
+/// GPU runtime's errors on `Device::Cuda`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Element>(
     q: &Tensor<T>,
@@ -181,10 +205,16 @@ pub fn backward<T: Element>(
             dout.cpu_data("dout")?,
             &problem,
         ),
-        Device::Cuda(n) => Err(Error::Unsupported {
-            what: format!("attention::backward on cuda:{n} (deterministic = {})", bwd.deterministic),
-            reason: "the GPU attention backward is not implemented yet; run the backward on Device::Cpu".into(),
-        }),
+        Device::Cuda(_) => gpu_bwd::backward(
+            q.gpu_data("q")?,
+            k.gpu_data("k")?,
+            v.gpu_data("v")?,
+            o.gpu_data("o")?,
+            lse.gpu_data("lse")?,
+            dout.gpu_data("dout")?,
+            &problem,
+            bwd.deterministic,
+        ),
     }
 }
 

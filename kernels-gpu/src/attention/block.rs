@@ -15,7 +15,7 @@ const LN2: f32 = core::f32::consts::LN_2;
 /// tanh(x) = 1 - 2 / (2^(2x log2 e) + 1): ex2 + rcp, ~1e-7 absolute error (the
 /// `tanh.approx` instruction is only good to ~5e-4, too coarse under a softcap of 30).
 #[inline(always)]
-fn tanh_precise(x: f32) -> f32 {
+pub fn tanh_precise(x: f32) -> f32 {
     1.0 - 2.0 * rcp(exp2(2.0 * LOG2E * x) + 1.0)
 }
 
@@ -50,6 +50,28 @@ impl Mask {
             hi = row_hi + 1 + self.shift + self.right;
         }
         (lo, if hi > lo { hi } else { lo })
+    }
+
+    /// The queries [lo, hi] (within [0, seqlen_q)) that see `key`, an empty range (lo > hi)
+    /// for a key past seqlen_k: query i sees key j when j - shift - right <= i <= j -
+    /// shift + left (i64: a window may be up to i32::MAX).
+    #[inline(always)]
+    pub fn queries_seeing(self, key: i32) -> (i32, i32) {
+        let (j, shift) = (key as i64, self.shift as i64);
+        let last = (self.seqlen_k - self.shift) as i64 - 1;
+        let lo = if self.right >= 0 && j - shift - (self.right as i64) > 0 { j - shift - self.right as i64 } else { 0 };
+        let hi = if self.left >= 0 && j - shift + (self.left as i64) < last { j - shift + self.left as i64 } else { last };
+        if key >= self.seqlen_k || lo > hi { (1, 0) } else { (lo as i32, hi as i32) }
+    }
+
+    /// Query `row` sees exactly one key (i64: a window may be up to i32::MAX).
+    #[inline(always)]
+    pub fn sees_one_key(self, row: i32) -> bool {
+        let diag = row as i64 + self.shift as i64;
+        let lo = if self.left >= 0 && diag - (self.left as i64) > 0 { diag - self.left as i64 } else { 0 };
+        let last = self.seqlen_k as i64 - 1;
+        let hi = if self.right >= 0 && diag + (self.right as i64) < last { diag + self.right as i64 } else { last };
+        hi == lo
     }
 
     /// Every query in rows [row_lo, row_hi] sees every key in [c0, c1).
@@ -160,30 +182,44 @@ pub fn online_softmax<T: TensorElem, const MT: usize, const KN: usize, const KK:
                 })
             });
         });
-        unroll::<KK, _>(|kk| {
-            let (c0f, c1f) = (s[mt][2 * kk].0, s[mt][2 * kk + 1].0);
-            p_frag[mt][kk] = FragA([
-                T::pack2(c0f[0], c0f[1]),
-                T::pack2(c0f[2], c0f[3]),
-                T::pack2(c1f[0], c1f[1]),
-                T::pack2(c1f[2], c1f[3]),
-            ]);
-        });
+        p_frag[mt] = to_a_frags::<T, KN, KK>(&s[mt]);
     });
     p_frag
 }
 
+/// An m16 row of f32 accumulator tiles as tensor-core A operands, rounded to T: the C
+/// layout of n-tiles 2kk, 2kk+1 is exactly the A layout of k-step kk.
+#[inline(always)]
+pub fn to_a_frags<T: TensorElem, const KN: usize, const KK: usize>(c: &[FragC; KN]) -> [FragA; KK] {
+    const { assert!(KK * 2 == KN) };
+    let mut a = [FragA([0; 4]); KK];
+    unroll::<KK, _>(|kk| {
+        let (c0f, c1f) = (c[2 * kk].0, c[2 * kk + 1].0);
+        a[kk] = FragA([
+            T::pack2(c0f[0], c0f[1]),
+            T::pack2(c0f[2], c0f[3]),
+            T::pack2(c1f[0], c1f[1]),
+            T::pack2(c1f[2], c1f[3]),
+        ]);
+    });
+    a
+}
+
 /// O += P V for keys [key0, key0 + 16 KK) of a V tile in SRAM (row-major [key][d]: k-major
-/// for this product, so `ldmatrix.trans`).
+/// for this product, so `ldmatrix.trans`). `p_at(mt, kk)` gives P's A fragment for row
+/// tile mt and keys 16kk .. 16kk+15 (from registers or SRAM). The backward runs the same
+/// product as dV += P^T dO, dK += dS^T Q and dQ += dS K.
 #[inline(always)]
 pub fn accumulate_pv<T: TensorElem, const MT: usize, const KK: usize, const DN: usize, const PITCH: u32>(
     o_acc: &mut [[FragC; DN]; MT],
-    p_frag: &[[FragA; KK]; MT],
+    p_at: impl Fn(usize, usize) -> FragA,
     v_tile: Sram,
     key0: u32,
 ) {
     let l = lane();
     unroll::<KK, _>(|kk| {
+        let mut pa = [FragA([0; 4]); MT];
+        unroll::<MT, _>(|mt| pa[mt] = p_at(mt, kk));
         unroll::<DN, _>(|dn| {
             if dn % 2 == 0 {
                 // Keys 16kk .. 16kk+15, d columns 8dn .. 8dn+15 (n-tiles dn, dn+1).
@@ -191,8 +227,8 @@ pub fn accumulate_pv<T: TensorElem, const MT: usize, const KK: usize, const DN: 
                 let r = unsafe { ldmatrix_x4_trans(v_tile.byte(key * PITCH + (dn as u32 + l / 16) * 16)) };
                 let (b0, b1) = (FragB([r[0], r[1]]), FragB([r[2], r[3]]));
                 unroll::<MT, _>(|mt| {
-                    T::mma(&mut o_acc[mt][dn], &p_frag[mt][kk], &b0);
-                    T::mma(&mut o_acc[mt][dn + 1], &p_frag[mt][kk], &b1);
+                    T::mma(&mut o_acc[mt][dn], &pa[mt], &b0);
+                    T::mma(&mut o_acc[mt][dn + 1], &pa[mt], &b1);
                 });
             }
         })

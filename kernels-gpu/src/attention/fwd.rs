@@ -148,7 +148,7 @@ unsafe fn attn_fwd<
 
         // Online softmax in registers; P stays there as the A operand of O += P V.
         let p_frag = online_softmax::<T, MT, KN, KK, DN>(&mut s, &mut row_max, &mut row_sum, &mut o_acc, score_log2);
-        accumulate_pv::<T, MT, KK, DN, PITCH>(&mut o_acc, &p_frag, s_v(stage), 0);
+        accumulate_pv::<T, MT, KK, DN, PITCH>(&mut o_acc, |mt, kk| p_frag[mt][kk], s_v(stage), 0);
         stage = if stage + 1 == STAGES { 0 } else { stage + 1 };
         nb += 1;
     }

@@ -7,8 +7,13 @@
 //! the log-sum-exp are written to HBM once. HBM sees Q, K, V read and O written: no
 //! N x N matrix anywhere.
 
+pub mod backward;
 #[cfg(target_arch = "nvptx64")]
 mod block;
+#[cfg(target_arch = "nvptx64")]
+mod bwd;
+#[cfg(target_arch = "nvptx64")]
+mod bwd_rows;
 #[cfg(target_arch = "nvptx64")]
 mod combine;
 pub mod decode;

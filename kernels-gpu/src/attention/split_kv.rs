@@ -163,7 +163,7 @@ unsafe fn attn_split<
             mask_scores(&mut s, mask, row_of, c0 + key0 as i32);
         }
         let p_frag = online_softmax::<T, 1, 2, 1, DN>(&mut s, &mut row_max, &mut row_sum, &mut o_acc, p.score_log2);
-        accumulate_pv::<T, 1, 1, DN, PITCH>(&mut o_acc, &p_frag, s_v(stage), key0);
+        accumulate_pv::<T, 1, 1, DN, PITCH>(&mut o_acc, |mt, kk| p_frag[mt][kk], s_v(stage), key0);
 
         stage = if stage + 1 == STAGES { 0 } else { stage + 1 };
         nb += 1;

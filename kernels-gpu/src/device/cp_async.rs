@@ -14,6 +14,16 @@ pub unsafe fn cp_async_16(dst: u32, src: *const u8, src_bytes: u32) {
     }
 }
 
+/// `cp.async.ca.shared.global [dst], [src], 4, src_bytes;` — one 4-byte word (0 or 4
+/// bytes copied, the rest zero-filled), for f32 rows that are not 16-byte aligned.
+#[inline(always)]
+pub unsafe fn cp_async_4(dst: u32, src: *const u8, src_bytes: u32) {
+    unsafe {
+        asm!("cp.async.ca.shared.global [{0}], [{1}], 4, {2};",
+             in(reg32) dst, in(reg64) src as u64, in(reg32) src_bytes, options(nostack));
+    }
+}
+
 /// `cp.async.commit_group;` — closes the group of copies issued since the last commit.
 #[inline(always)]
 pub fn commit() {

@@ -1,0 +1,139 @@
+//! GPU path of the attention backward: three launches on the device's stream.
+//!
+//! 1. `attn_bwd_pre`: D = rowsum(dO * O) f32 `[batch, heads_q, seqlen_q]`, and the f32
+//!    dQ accumulator(s) zeroed.
+//! 2. `attn_bwd`: one CTA per (key block, batch x kv head) (fast mode), or `splits` CTAs
+//!    per (batch, kv head) that each take every `splits`-th key block (deterministic
+//!    mode); dK and dV written once, dQ added into the accumulator(s).
+//! 3. `attn_bwd_dq`: dq = scale x the accumulators' sum (in split order), rounded.
+//!
+//! Extra device memory: D (4 bytes per query row and head) and the accumulator(s)
+//! (4 x head_dim bytes per row and head, times `splits` in the deterministic mode):
+//! O(N), nothing N x N.
+
+use super::{AttentionGrads, Problem};
+use crate::kernels::attention::backward::{AttnBwdParams, AttnBwdRowParams, BWD_ROW_THREADS, bwd_tile_for};
+use crate::runtime::{GpuTensor, LaunchGrid};
+use crate::{Element, Error, Result, Tensor};
+
+/// Runs the backward on validated device tensors (shapes as in `attention::backward`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Element>(
+    q: &GpuTensor<T>,
+    k: &GpuTensor<T>,
+    v: &GpuTensor<T>,
+    o: &GpuTensor<T>,
+    lse: &GpuTensor<f32>,
+    dout: &GpuTensor<T>,
+    p: &Problem,
+    deterministic: bool,
+) -> Result<AttentionGrads<T>> {
+    let tile = bwd_tile_for(p.head_dim as u32).ok_or_else(|| Error::Value {
+        arg: "head_dim",
+        got: p.head_dim.to_string(),
+        expected: "at most 256".into(),
+    })?;
+    // Launch limits, checked before anything is allocated: positions are i32 in the
+    // kernels, rows are u32, and batch x heads_kv is the main grid's y dimension.
+    for (arg, n) in [("seqlen_q", p.seqlen_q), ("seqlen_k", p.seqlen_k)] {
+        if n > i32::MAX as usize {
+            return Err(Error::Value { arg, got: n.to_string(), expected: format!("at most {}", i32::MAX) });
+        }
+    }
+    let rows = p.batch * p.heads_q * p.seqlen_q;
+    if rows > (u32::MAX - BWD_ROW_THREADS) as usize {
+        return Err(Error::Shape {
+            arg: "q",
+            got: q.shape().to_vec(),
+            expected: format!("batch x heads_q x seqlen_q < {}", u32::MAX - BWD_ROW_THREADS),
+        });
+    }
+    if p.batch * p.heads_kv > 65535 {
+        return Err(Error::Shape {
+            arg: "k",
+            got: k.shape().to_vec(),
+            expected: "batch x heads_kv <= 65535 (the grid's y dimension)".into(),
+        });
+    }
+
+    let gpu = q.gpu().clone();
+    let key_blocks = p.seqlen_k.div_ceil(tile.block_n() as usize);
+    // Deterministic: about one wave of CTAs (one per SM), each with its own accumulator.
+    let splits = if deterministic {
+        (gpu.sm_count() as usize).div_ceil(p.batch * p.heads_kv).clamp(1, key_blocks)
+    } else {
+        1
+    };
+    let acc_stride = rows * p.head_dim;
+    let dq_acc = GpuTensor::<f32>::uninit(&gpu, &[splits, acc_stride])?;
+    let delta = GpuTensor::<f32>::uninit(&gpu, &[p.batch, p.heads_q, p.seqlen_q])?;
+    let dq = GpuTensor::<T>::uninit(&gpu, q.shape())?;
+    let dk = GpuTensor::<T>::uninit(&gpu, k.shape())?;
+    let dv = GpuTensor::<T>::uninit(&gpu, k.shape())?;
+
+    let q_batch_stride = (p.seqlen_q * p.heads_q * p.head_dim) as u64;
+    let q_row_stride = (p.heads_q * p.head_dim) as u32;
+    let rows_params = AttnBwdRowParams {
+        o: o.device_addr(),
+        dout: dout.device_addr(),
+        delta: delta.device_addr(),
+        dq: dq.device_addr(),
+        dq_acc: dq_acc.device_addr(),
+        q_batch_stride,
+        dq_split_stride: acc_stride as u64,
+        q_row_stride,
+        seqlen_q: p.seqlen_q as u32,
+        heads_q: p.heads_q as u32,
+        head_dim: p.head_dim as u32,
+        rows: rows as u32,
+        splits: splits as u32,
+        scale: p.scale,
+    };
+    let dtype = T::DTYPE.suffix();
+    let row_grid = LaunchGrid {
+        grid: ((rows as u32).div_ceil(BWD_ROW_THREADS / 32), 1, 1),
+        block: BWD_ROW_THREADS,
+        smem: 0,
+    };
+    gpu.launch(&format!("attn_bwd_pre_{dtype}"), row_grid, &rows_params)?;
+
+    let (window_left, window_right) = p.kernel_windows();
+    let (softcap, score_pre, score_log2) = p.kernel_scores();
+    let params = AttnBwdParams {
+        q: q.device_addr(),
+        k: k.device_addr(),
+        v: v.device_addr(),
+        dout: dout.device_addr(),
+        lse: lse.device_addr(),
+        delta: delta.device_addr(),
+        dq_acc: dq_acc.device_addr(),
+        dk: dk.device_addr(),
+        dv: dv.device_addr(),
+        q_batch_stride,
+        k_batch_stride: (p.seqlen_k * p.heads_kv * p.head_dim) as u64,
+        dq_split_stride: acc_stride as u64,
+        q_row_stride,
+        k_row_stride: (p.heads_kv * p.head_dim) as u32,
+        seqlen_q: p.seqlen_q as u32,
+        seqlen_k: p.seqlen_k as u32,
+        heads_q: p.heads_q as u32,
+        heads_kv: p.heads_kv as u32,
+        group: (p.heads_q / p.heads_kv) as u32,
+        head_dim: p.head_dim as u32,
+        window_left,
+        window_right,
+        softcap,
+        score_pre,
+        score_log2,
+        scale: p.scale,
+        deterministic: deterministic as u32,
+    };
+    let cfg = LaunchGrid {
+        grid: (if deterministic { splits } else { key_blocks } as u32, (p.batch * p.heads_kv) as u32, 1),
+        block: tile.threads(),
+        smem: tile.smem_bytes(),
+    };
+    gpu.launch(&format!("attn_bwd_d{}_{dtype}", tile.d), cfg, &params)?;
+    gpu.launch(&format!("attn_bwd_dq_{dtype}"), row_grid, &rows_params)?;
+    Ok(AttentionGrads { dq: Tensor::Cuda(dq), dk: Tensor::Cuda(dk), dv: Tensor::Cuda(dv) })
+}

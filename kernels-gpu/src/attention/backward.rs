@@ -1,0 +1,188 @@
+//! FlashAttention backward with recomputation: launch parameters and tile shapes of its
+//! three kernels (one definition for host and device).
+//!
+//! - `attn_bwd_pre_*`: one warp per query row: `D = rowsum(dO * O)` in f32 (the softmax
+//!   backward's row term) and zeros of the row's f32 dQ accumulator(s).
+//! - `attn_bwd_*`: one CTA per (key block, batch x kv head). The CTA keeps its K and V
+//!   tiles in SRAM and dK, dV in f32 registers, and walks the query blocks of every query
+//!   head of its group that see one of its keys: it recomputes S = Q K^T and
+//!   P = exp(S - lse), then dP = dO V^T, dS = P (dP - D), dV += P^T dO, dK += dS^T Q and
+//!   dQ += dS K into the f32 accumulator in HBM. No N x N matrix exists anywhere.
+//! - `attn_bwd_dq_*`: one warp per query row: dq = scale * (sum of the accumulators),
+//!   rounded.
+//!
+//! dQ: in the fast mode the key blocks add into one f32 accumulator with `red.add`
+//! (atomics, so the order of the sums varies). In the deterministic mode the grid has
+//! `splits` CTAs per (batch, kv head); CTA `s` takes key blocks s, s + splits, ... and
+//! adds into its own accumulator `s` with plain loads and stores (one writer per
+//! element: each thread always owns the same element of the query block), and the dq
+//! kernel sums the accumulators in split order.
+
+/// Parameters of `attn_bwd_*`. Strides in elements; q, o, dout and dq share their layout,
+/// k, v, dk and dv theirs (DESIGN.md: `[batch, seq, heads, head_dim]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttnBwdParams {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub dout: u64,
+    /// f32 `[batch, heads_q, seqlen_q]`: the forward's lse (natural log) and D.
+    pub lse: u64,
+    pub delta: u64,
+    /// f32 `[splits, batch, heads_q, seqlen_q, head_dim]` (splits = 1 in the fast mode).
+    pub dq_acc: u64,
+    pub dk: u64,
+    pub dv: u64,
+    pub q_batch_stride: u64,
+    pub k_batch_stride: u64,
+    /// Elements of one split's dQ accumulator: batch x heads_q x seqlen_q x head_dim.
+    pub dq_split_stride: u64,
+    pub q_row_stride: u32,
+    pub k_row_stride: u32,
+    pub seqlen_q: u32,
+    pub seqlen_k: u32,
+    pub heads_q: u32,
+    pub heads_kv: u32,
+    /// heads_q / heads_kv: kv head g serves query heads g * group .. (g + 1) * group.
+    pub group: u32,
+    pub head_dim: u32,
+    /// As in `AttnFwdParams`.
+    pub window_left: i32,
+    pub window_right: i32,
+    pub softcap: u32,
+    pub score_pre: f32,
+    pub score_log2: f32,
+    /// The softmax scale (dK = scale x sum dS^T Q; the dq kernel applies it to dQ).
+    pub scale: f32,
+    /// 1: the deterministic mode (plain read-add-write into accumulator `block_x`).
+    pub deterministic: u32,
+}
+
+/// Parameters of `attn_bwd_pre_*` and `attn_bwd_dq_*` (one warp per query row).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttnBwdRowParams {
+    /// pre: o and dout (like q) in, delta out. dq: dq (like q) out.
+    pub o: u64,
+    pub dout: u64,
+    pub delta: u64,
+    pub dq: u64,
+    /// f32 `[splits, batch, heads_q, seqlen_q, head_dim]`: zeroed by pre, summed by dq.
+    pub dq_acc: u64,
+    pub q_batch_stride: u64,
+    pub dq_split_stride: u64,
+    pub q_row_stride: u32,
+    pub seqlen_q: u32,
+    pub heads_q: u32,
+    pub head_dim: u32,
+    /// batch x heads_q x seqlen_q.
+    pub rows: u32,
+    pub splits: u32,
+    pub scale: f32,
+}
+
+/// Threads per CTA of the row kernels (8 rows per CTA).
+pub const BWD_ROW_THREADS: u32 = 256;
+
+/// Tile shape of one main-kernel instantiation. Each warp owns 16 keys and a
+/// `d / d_split` slice of their dK, dV columns; the `d_split` warps that share 16 keys
+/// each recompute their S and dP (so that dK, dV of large head dims fit in registers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BwdTile {
+    pub d: u32,
+    pub warps: u32,
+    /// Query rows per step of the query loop.
+    pub block_m: u32,
+    pub d_split: u32,
+}
+
+impl BwdTile {
+    /// Keys per CTA.
+    pub const fn block_n(self) -> u32 {
+        16 * self.warps / self.d_split
+    }
+    pub const fn threads(self) -> u32 {
+        self.warps * 32
+    }
+    /// Q / K / V / dO row pitch in SRAM: the row plus 16 bytes (as the forward's).
+    pub const fn pitch(self) -> u32 {
+        self.d * 2 + 16
+    }
+    /// dS^T row pitch ([key][query]): the row plus 16 bytes, an odd number of 16-byte
+    /// groups for ldmatrix without bank conflicts.
+    pub const fn ds_pitch(self) -> u32 {
+        self.block_m * 2 + 16
+    }
+    /// Warps of the dQ step: (block_m / 16) row tiles x `dq_col_split` column chunks.
+    pub const fn dq_col_split(self) -> u32 {
+        self.warps / (self.block_m / 16)
+    }
+    /// SRAM layout (bytes): [K: block_n rows][V: block_n][Q: 2 stages x block_m]
+    /// [dO: 2 stages x block_m][dS^T: block_n rows x ds_pitch][lse: 2 x block_m f32]
+    /// [D: 2 x block_m f32].
+    pub const fn k_offset(self) -> u32 {
+        0
+    }
+    pub const fn v_offset(self) -> u32 {
+        self.block_n() * self.pitch()
+    }
+    pub const fn q_offset(self, stage: u32) -> u32 {
+        (2 * self.block_n() + stage * self.block_m) * self.pitch()
+    }
+    pub const fn do_offset(self, stage: u32) -> u32 {
+        (2 * self.block_n() + (2 + stage) * self.block_m) * self.pitch()
+    }
+    pub const fn ds_offset(self) -> u32 {
+        (2 * self.block_n() + 4 * self.block_m) * self.pitch()
+    }
+    pub const fn lse_offset(self, stage: u32) -> u32 {
+        self.ds_offset() + self.block_n() * self.ds_pitch() + stage * self.block_m * 4
+    }
+    pub const fn delta_offset(self, stage: u32) -> u32 {
+        self.lse_offset(2) + stage * self.block_m * 4
+    }
+    pub const fn smem_bytes(self) -> u32 {
+        self.delta_offset(2)
+    }
+    /// Shape rules the kernel relies on.
+    pub const fn valid(self) -> bool {
+        let cs = self.dq_col_split();
+        self.d % 16 == 0
+            && self.block_m % 16 == 0
+            && (self.warps * 16) % self.d_split == 0
+            && (self.d / self.d_split) % 16 == 0
+            && cs >= 1
+            && cs * (self.block_m / 16) == self.warps
+            && (self.d / cs) % 16 == 0
+    }
+}
+
+const fn t(d: u32, warps: u32, block_m: u32, d_split: u32) -> BwdTile {
+    let tile = BwdTile { d, warps, block_m, d_split };
+    assert!(tile.valid());
+    tile
+}
+
+// Tile shapes, registers per lane (dK + dV: d / d_split; S/P and dP/dS: block_m / 2
+// each) and SRAM ((2 block_n + 4 block_m) x pitch + block_n x ds_pitch + 16 block_m):
+//   d=32:   4 warps, 64 keys x  64 queries:  32 + 64 regs; (128+256) x  80 + 64 x 144 + 1 KiB =  40 KiB
+//   d=64:   8 warps, 128 keys x 64 queries:  64 + 64;      (256+256) x 144 + 128 x 144 + 1 KiB =  91 KiB
+//   d=96:   4 warps, 64 keys x  32 queries:  96 + 32;      (128+128) x 208 + 64 x 80 + 0.5     =  57 KiB
+//   d=128:  8 warps, 128 keys x 64 queries: 128 + 64;      (256+256) x 272 + 128 x 144 + 1     = 155 KiB
+//   d=192:  8 warps (d split in 2), 64 keys x 32 queries: 96 + 32; (128+128) x 400 + 64 x 80 + 0.5 = 105 KiB
+//   d=256:  8 warps (d split in 2), 64 keys x 32 queries: 128 + 32; (128+128) x 528 + 64 x 80 + 0.5 = 137 KiB
+// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB).
+pub const BWD_D32: BwdTile = t(32, 4, 64, 1);
+pub const BWD_D64: BwdTile = t(64, 8, 64, 1);
+pub const BWD_D96: BwdTile = t(96, 4, 32, 1);
+pub const BWD_D128: BwdTile = t(128, 8, 32, 1);
+pub const BWD_D192: BwdTile = t(192, 8, 32, 2);
+pub const BWD_D256: BwdTile = t(256, 8, 32, 2);
+
+pub const BWD_TILES: [BwdTile; 6] = [BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256];
+
+/// The tile a head dim runs on (None above 256).
+pub fn bwd_tile_for(head_dim: u32) -> Option<BwdTile> {
+    BWD_TILES.iter().copied().find(|t| t.d >= head_dim)
+}

@@ -92,23 +92,30 @@ fn main() {
 }
 
 /// The PTX with `.maxntid` / `.minnctapersm` after the parameter list of each kernel in
-/// `registry::LAUNCH_BOUNDS` (rustc has no attribute for them).
+/// `registry::LAUNCH_BOUNDS`, and `.maxnreg` for each in `registry::MAX_REGS` (rustc has
+/// no attribute for them).
 fn with_launch_bounds(ptx: &str) -> String {
+    use flashscan_kernels::registry::{LAUNCH_BOUNDS, MAX_REGS};
     let mut out = String::with_capacity(ptx.len() + 1024);
-    let mut pending: Option<(u32, u32)> = None;
+    let mut pending: Option<String> = None;
     for line in ptx.lines() {
         out.push_str(line);
         out.push('\n');
         if let Some(rest) = line.trim_start().strip_prefix(".visible .entry ") {
             let name = rest.split('(').next().unwrap_or("").trim();
-            pending = flashscan_kernels::registry::LAUNCH_BOUNDS
+            let bounds = LAUNCH_BOUNDS
                 .iter()
                 .find(|(k, _, _)| *k == name)
-                .map(|&(_, threads, ctas)| (threads, ctas));
+                .map(|&(_, threads, ctas)| format!(".maxntid {threads}, 1, 1\n.minnctapersm {ctas}\n"));
+            let regs = MAX_REGS.iter().find(|(k, _)| *k == name).map(|&(_, n)| format!(".maxnreg {n}\n"));
+            pending = match (bounds, regs) {
+                (None, None) => None,
+                (b, r) => Some(b.unwrap_or_default() + &r.unwrap_or_default()),
+            };
         } else if line.trim() == ")"
-            && let Some((threads, ctas)) = pending.take()
+            && let Some(directives) = pending.take()
         {
-            out.push_str(&format!(".maxntid {threads}, 1, 1\n.minnctapersm {ctas}\n"));
+            out.push_str(&directives);
         }
     }
     out

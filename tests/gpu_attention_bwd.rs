@@ -48,7 +48,8 @@ proptest! {
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn gpu_backward_every_head_dim() {
-    let window = AttentionOptions { window_left: Some(70), window_right: Some(9), softcap: Some(4.0), ..Default::default() };
+    let window =
+        AttentionOptions { window_left: Some(70), window_right: Some(9), softcap: Some(4.0), ..Default::default() };
     for (n, &d) in HEAD_DIMS.iter().chain(&[24, 48, 56, 80, 88, 112, 120, 160, 248]).enumerate() {
         for opts in [AttentionOptions::default(), causal(), window] {
             let mut case = Case::new(2, 77, 150, 4, 2, d).with(opts);

@@ -3,8 +3,11 @@
 then torch scaled_dot_product_attention with the flash (FlashAttention-2), cuDNN and
 efficient backends, and a naive matmul-softmax-matmul, on the same shapes. Prints
 TFLOP/s and ratios, writes attention_bench.json and (if matplotlib is there) a PNG.
+With --bwd: the backward instead (ours in its fast and deterministic modes; torch's
+flash, cuDNN and efficient backward kernels timed through autograd.grad of one saved
+forward graph), FLOPs 2.5x the forward's; attention_bwd_bench.json / .png.
 
-    python3 bench_attention.py [path/to/bench_attention] [--quick] [--out DIR]
+    python3 bench_attention.py [path/to/bench_attention] [--quick] [--bwd] [--out DIR]
 """
 import json, os, subprocess, sys, time
 
@@ -14,17 +17,19 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 quick = "--quick" in sys.argv
+bwd = "--bwd" in sys.argv
+tag = "attention_bwd_bench" if bwd else "attention_bench"
 out_dir = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else "."
 if args and args[0] == out_dir:
     args = args[1:]
 binary = args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "bench_attention")
 
 ours = {}
-proc = subprocess.run([binary] + (["--quick"] if quick else []), capture_output=True, text=True)
+proc = subprocess.run([binary] + (["--quick"] if quick else []) + (["--bwd"] if bwd else []), capture_output=True, text=True)
 sys.stderr.write(proc.stderr)
 for line in proc.stdout.splitlines():
     r = json.loads(line)
-    ours[(r["d"], r["n"], r["causal"])] = r
+    ours[(r["d"], r["n"], r["causal"], r.get("deterministic", False))] = r
 if proc.returncode != 0:
     print("bench_attention failed", proc.returncode)
 
@@ -61,16 +66,30 @@ for d in (64, 128):
             # torch SDPA takes [b, h, n, d]; ours is [b, n, h, d] (same bytes, transposed view).
             sets = [tuple(torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2) for _ in range(3)) for _ in range(3)]
             row = {"d": d, "n": n, "batch": b, "heads": h, "causal": causal}
-            r = ours.get((d, n, causal))
+            r = ours.get((d, n, causal, False))
             row["flashscan"] = r["tflops"] if r else None
+            if bwd:
+                flops *= 2.5
+                r = ours.get((d, n, causal, True))
+                row["flashscan_det"] = r["tflops"] if r else None
             for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
                 try:
                     with sdpa_kernel(backend):
-                        ms = time_fn(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), sets, 20)
+                        if bwd:
+                            # One saved forward graph per input set; time the backward only.
+                            graphs = []
+                            for q, k, v in sets:
+                                q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+                                out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                                graphs.append((out, (q, k, v), torch.randn_like(out)))
+                            ms = time_fn(lambda g: torch.autograd.grad(g[0], g[1], g[2], retain_graph=True), [(g,) for g in graphs], 20)
+                            del graphs
+                        else:
+                            ms = time_fn(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), sets, 20)
                     row[name] = flops / (ms * 1e-3) / 1e12
                 except Exception as e:  # backend unavailable for this shape
                     row[name] = None
-            if n <= 8192:
+            if n <= 8192 and not bwd:
                 try:
                     torch.cuda.reset_peak_memory_stats()
                     base = torch.cuda.memory_allocated()
@@ -83,13 +102,14 @@ for d in (64, 128):
             torch.cuda.empty_cache()
             fmt = lambda x: "   -  " if x is None else f"{x:6.1f}"
             ratio = lambda a, b: "  -  " if (a is None or b is None) else f"{a / b:5.2f}"
-            print(f"d={d:3} N={n:5} causal={causal!s:5} | flashscan {fmt(row['flashscan'])} | flash {fmt(row['flash'])} cudnn {fmt(row['cudnn'])} "
+            det = f" det {fmt(row.get('flashscan_det'))}" if bwd else ""
+            print(f"{'bwd' if bwd else 'fwd'} d={d:3} N={n:5} causal={causal!s:5} | flashscan {fmt(row['flashscan'])}{det} | flash {fmt(row['flash'])} cudnn {fmt(row['cudnn'])} "
                   f"eff {fmt(row['efficient'])} naive {fmt(row.get('naive'))} TFLOP/s | vs flash {ratio(row['flashscan'], row['flash'])} vs cudnn {ratio(row['flashscan'], row['cudnn'])}",
                   flush=True)
             results.append(row)
 
 os.makedirs(out_dir, exist_ok=True)
-with open(os.path.join(out_dir, "attention_bench.json"), "w") as f:
+with open(os.path.join(out_dir, tag + ".json"), "w") as f:
     json.dump({"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "results": results}, f, indent=1)
 try:
     import matplotlib
@@ -98,15 +118,15 @@ try:
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     for ax, (d, causal) in zip(axes, [(64, False), (64, True), (128, False), (128, True)]):
         rows = [r for r in results if r["d"] == d and r["causal"] == causal]
-        for key in ("flashscan", "flash", "cudnn", "efficient", "naive"):
+        for key in ("flashscan", "flashscan_det", "flash", "cudnn", "efficient", "naive"):
             pts = [(r["n"], r[key]) for r in rows if r.get(key)]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=key)
         ax.set_xscale("log", base=2)
-        ax.set_title(f"fwd d={d} {'causal' if causal else 'non-causal'}")
+        ax.set_title(f"{'bwd' if bwd else 'fwd'} d={d} {'causal' if causal else 'non-causal'}")
         ax.set_xlabel("N")
         ax.set_ylabel("TFLOP/s")
         ax.legend()
-    fig.savefig(os.path.join(out_dir, "attention_bench.png"), dpi=90, bbox_inches="tight")
+    fig.savefig(os.path.join(out_dir, tag + ".png"), dpi=90, bbox_inches="tight")
 except ImportError:
     print("matplotlib not installed: no plot")

@@ -4,7 +4,7 @@
 # then the benchmarks (norm; attention and the selective scan against torch, each in one
 # run; conv1d and the decode steps against the copy bandwidth). Logs under $LOGS.
 #
-#   ONLY=tests|bench_attention|bench_scan|bench_scan_bwd|bench_decode|bench_conv gpu/check_and_bench.sh
+#   ONLY=tests|bench_attention|bench_attention_bwd|bench_scan|bench_scan_bwd|bench_decode|bench_conv gpu/check_and_bench.sh
 #   runs one part (the GPU tool stops a call after 10 minutes; each part fits one)
 cd "$(dirname "$0")/.."
 export LOGS="${LOGS:-logs}"
@@ -22,7 +22,8 @@ if part tests; then
       "gpu_conv gpu_conv_two_halves_equal_one_run" "gpu_conv gpu_conv_options_one_at_a_time" \
       "gpu_decode gpu_decode_small_ragged" "gpu_ops gpu_ops_edge_shapes" \
       "gpu_flash_decode gpu_empty_sequences_and_masked_rows" \
-      "gpu_flash_decode gpu_paged_equals_contiguous_and_matches_the_cpu_path"; do
+      "gpu_flash_decode gpu_paged_equals_contiguous_and_matches_the_cpu_path" \
+      "gpu_attention_bwd gpu_rows_and_keys_without_partners" "gpu_attention_bwd gpu_backward_odd_shapes"; do
       set -- $t
       timeout 240 "$san" --tool "$tool" --error-exitcode 9 "tests/$1" --include-ignored --test-threads=1 ${2:-} \
         >"$LOGS/sanitizer_${tool}_$1_${2:-all}.log" 2>&1
@@ -38,6 +39,10 @@ if part tests; then
 fi
 if part bench_attention; then
   timeout 300 python3 gpu/bench_attention.py examples/bench_attention --out "$LOGS" 2>&1 | tee "$LOGS/bench_attention.txt"
+fi
+if part bench_attention_bwd; then
+  timeout 540 python3 gpu/bench_attention.py examples/bench_attention --bwd ${QUICK:+--quick} --out "$LOGS" 2>&1 \
+    | tee "$LOGS/bench_attention_bwd.txt"
 fi
 if part bench_scan; then
   timeout 540 python3 gpu/bench_scan.py examples/bench_scan --fwd-only --out "$LOGS" 2>&1 | tee "$LOGS/bench_scan.txt"

@@ -1,9 +1,9 @@
 //! GPU path of Flash-Decoding: the append / rotate kernel, the split-KV kernel and the
 //! combine (`kernels-gpu/src/attention/{kv_append, split_kv, combine}.rs`).
 
-use super::{AttentionOutput, kernel_window};
 use super::decode::DecodeProblem;
 use super::kv_cache::{KvCache, Rotary};
+use super::{AttentionOutput, kernel_window};
 use crate::kernels::attention::decode::{
     APPEND_THREADS, AttnCombineParams, AttnSplitParams, COMBINE_THREADS, KvAppendParams, SPLIT_BLOCK_N, SPLIT_ROWS,
     default_splits, split_tile_for,

@@ -59,11 +59,8 @@ pub(crate) fn backward<T: Element>(
     let gpu = q.gpu().clone();
     let key_blocks = p.seqlen_k.div_ceil(tile.block_n() as usize);
     // Deterministic: about one wave of CTAs (one per SM), each with its own accumulator.
-    let splits = if deterministic {
-        (gpu.sm_count() as usize).div_ceil(p.batch * p.heads_kv).clamp(1, key_blocks)
-    } else {
-        1
-    };
+    let splits =
+        if deterministic { (gpu.sm_count() as usize).div_ceil(p.batch * p.heads_kv).clamp(1, key_blocks) } else { 1 };
     let acc_stride = rows * p.head_dim;
     let dq_acc = GpuTensor::<f32>::uninit(&gpu, &[splits, acc_stride])?;
     let delta = GpuTensor::<f32>::uninit(&gpu, &[p.batch, p.heads_q, p.seqlen_q])?;
@@ -90,11 +87,8 @@ pub(crate) fn backward<T: Element>(
         scale: p.scale,
     };
     let dtype = T::DTYPE.suffix();
-    let row_grid = LaunchGrid {
-        grid: ((rows as u32).div_ceil(BWD_ROW_THREADS / 32), 1, 1),
-        block: BWD_ROW_THREADS,
-        smem: 0,
-    };
+    let row_grid =
+        LaunchGrid { grid: ((rows as u32).div_ceil(BWD_ROW_THREADS / 32), 1, 1), block: BWD_ROW_THREADS, smem: 0 };
     gpu.launch(&format!("attn_bwd_pre_{dtype}"), row_grid, &rows_params)?;
 
     let (window_left, window_right) = p.kernel_windows();

@@ -167,18 +167,19 @@ const fn t(d: u32, warps: u32, block_m: u32, d_split: u32) -> BwdTile {
 // Tile shapes, registers per lane (dK + dV: d / d_split; S/P and dP/dS: block_m / 2
 // each) and SRAM ((2 block_n + 4 block_m) x pitch + block_n x ds_pitch + 16 block_m):
 //   d=32:   4 warps, 64 keys x  64 queries:  32 + 64 regs; (128+256) x  80 + 64 x 144 + 1 KiB =  40 KiB
-//   d=64:   8 warps, 128 keys x 64 queries:  64 + 64;      (256+256) x 144 + 128 x 144 + 1 KiB =  91 KiB
-//   d=96:   4 warps, 64 keys x  32 queries:  96 + 32;      (128+128) x 208 + 64 x 80 + 0.5     =  57 KiB
-//   d=128:  8 warps, 128 keys x 64 queries: 128 + 64;      (256+256) x 272 + 128 x 144 + 1     = 155 KiB
-//   d=192:  8 warps (d split in 2), 64 keys x 32 queries: 96 + 32; (128+128) x 400 + 64 x 80 + 0.5 = 105 KiB
-//   d=256:  8 warps (d split in 2), 64 keys x 32 queries: 128 + 32; (128+128) x 528 + 64 x 80 + 0.5 = 137 KiB
-// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB).
+//   d=64:   8 warps, 128 keys x 64 queries:  64 + 64;      (256+256) x 144 + 128 x 144 + 1    =  91 KiB
+//   d=96:   4 warps, 64 keys x  32 queries:  96 + 32;      (128+128) x 208 + 64 x 80 + 0.5    =  57 KiB
+//   d=128:  8 warps, 128 keys x 32 queries: 128 + 32;      (256+128) x 272 + 128 x 80 + 0.5   = 113 KiB
+//   d=192:  8 warps (d split in 2), 64 keys x 32 queries:  96 + 32; (128+128) x 400 + 64 x 80 + 0.5 = 105 KiB
+//   d=256:  8 warps (d split in 2), 64 keys x 16 queries: 128 + 16; (128+64) x 528 + 64 x 48 + 0.25 = 102 KiB
+// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB). d=128 and d=256 take the
+// smaller query blocks because dK and dV already hold 128 registers per lane.
 pub const BWD_D32: BwdTile = t(32, 4, 64, 1);
 pub const BWD_D64: BwdTile = t(64, 8, 64, 1);
 pub const BWD_D96: BwdTile = t(96, 4, 32, 1);
 pub const BWD_D128: BwdTile = t(128, 8, 32, 1);
 pub const BWD_D192: BwdTile = t(192, 8, 32, 2);
-pub const BWD_D256: BwdTile = t(256, 8, 32, 2);
+pub const BWD_D256: BwdTile = t(256, 8, 16, 2);
 
 pub const BWD_TILES: [BwdTile; 6] = [BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256];
 

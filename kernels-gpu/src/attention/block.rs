@@ -60,7 +60,8 @@ impl Mask {
         let (j, shift) = (key as i64, self.shift as i64);
         let last = (self.seqlen_k - self.shift) as i64 - 1;
         let lo = if self.right >= 0 && j - shift - (self.right as i64) > 0 { j - shift - self.right as i64 } else { 0 };
-        let hi = if self.left >= 0 && j - shift + (self.left as i64) < last { j - shift + self.left as i64 } else { last };
+        let hi =
+            if self.left >= 0 && j - shift + (self.left as i64) < last { j - shift + self.left as i64 } else { last };
         if key >= self.seqlen_k || lo > hi { (1, 0) } else { (lo as i32, hi as i32) }
     }
 
@@ -253,4 +254,59 @@ pub fn inv_row_sum(l: f32) -> f32 {
 #[inline(always)]
 pub fn row_lse(m_use: f32, l: f32, score_log2: f32) -> f32 {
     (m_use * score_log2 + log2(l)) * LN2
+}
+
+/// S = A B^T for one m16 row tile against 16 KK rows of a B tile in SRAM (row-major
+/// [row][d], PITCH bytes a row), like [`scores`] but with the loop over the d k-steps
+/// kept as a runtime loop of `k_steps` (an opaque count): `a_at(kk)` loads A's fragment
+/// for d columns 16kk .. 16kk+15 from SRAM. A rolled loop keeps ptxas from hoisting
+/// every k-step's loads ahead at once, which the backward (whose dK, dV accumulators
+/// hold half the register file) cannot afford.
+#[inline(always)]
+pub fn scores_rolled<T: TensorElem, const KN: usize, const KK: usize, const PITCH: u32>(
+    a_at: impl Fn(u32) -> FragA,
+    b_tile: Sram,
+    k_steps: u32,
+) -> [FragC; KN] {
+    const { assert!(KK * 2 == KN) };
+    let l = lane();
+    let mut s = [FragC::zero(); KN];
+    let mut kk = 0;
+    while kk < k_steps {
+        let a = a_at(kk);
+        unroll::<KK, _>(|jj| {
+            let row = jj as u32 * 16 + l % 8 + (l / 16) * 8;
+            let r = unsafe { ldmatrix_x4(b_tile.byte(row * PITCH + (kk * 2 + (l / 8) % 2) * 16)) };
+            T::mma(&mut s[2 * jj], &a, &FragB([r[0], r[1]]));
+            T::mma(&mut s[2 * jj + 1], &a, &FragB([r[2], r[3]]));
+        });
+        kk += 1;
+    }
+    s
+}
+
+/// C += A B for one m16 row tile, B = rows [0, 16 k_steps) of a tile in SRAM (row-major
+/// [k][n], so `ldmatrix.trans`), DN n-tiles: [`accumulate_pv`] with the k loop rolled (see
+/// [`scores_rolled`]); `a_at(kk)` loads A's fragment for k-step kk from SRAM.
+#[inline(always)]
+pub fn accumulate_rolled<T: TensorElem, const DN: usize, const PITCH: u32>(
+    c: &mut [FragC; DN],
+    a_at: impl Fn(u32) -> FragA,
+    b_tile: Sram,
+    k_steps: u32,
+) {
+    let l = lane();
+    let mut kk = 0;
+    while kk < k_steps {
+        let a = a_at(kk);
+        unroll::<DN, _>(|dn| {
+            if dn % 2 == 0 {
+                let row = kk * 16 + l % 16;
+                let r = unsafe { ldmatrix_x4_trans(b_tile.byte(row * PITCH + (dn as u32 + l / 16) * 16)) };
+                T::mma(&mut c[dn], &a, &FragB([r[0], r[1]]));
+                T::mma(&mut c[dn + 1], &a, &FragB([r[2], r[3]]));
+            }
+        });
+        kk += 1;
+    }
 }

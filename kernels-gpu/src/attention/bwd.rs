@@ -16,13 +16,14 @@
 //!                 mode) per query block; dK, dV once at the end
 
 use super::backward::{AttnBwdParams, BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256};
-use super::block::{Mask, accumulate_pv, scores, tanh_precise, to_a_frags};
+use super::block::{Mask, accumulate_pv, accumulate_rolled, scores_rolled, tanh_precise, to_a_frags};
 use super::tile::load_tile;
 use crate::device::atomic::red_add_f32;
 use crate::device::cp_async::{commit, cp_async_4, wait_group};
 use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
 use crate::device::math::{exp2, fma};
 use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, warp};
+use crate::device::unroll::opaque;
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
 
 const LOG2E: f32 = core::f32::consts::LOG2_E;
@@ -169,11 +170,11 @@ unsafe fn attn_bwd<
             let r0 = r0 as i32;
             let (k_now, v_now) = (s_k.pinned(), s_v.pinned());
             let (q_now, do_now) = (s_q(stage).pinned(), s_do(stage).pinned());
-            let key_frag = |tile: Sram, kk: usize| FragA(unsafe { ldmatrix_x4(tile.byte(key_lane + kk as u32 * 32)) });
+            let key_frag = |tile: Sram, kk: u32| FragA(unsafe { ldmatrix_x4(tile.byte(key_lane + kk * 32)) });
 
             // dP^T = V dO^T and S^T = K Q^T: [16 keys x BM queries] per warp.
-            let mut dp = scores::<T, 1, DK, QN, QK, PITCH>(|_, kk| key_frag(v_now, kk), do_now, 0);
-            let mut s = scores::<T, 1, DK, QN, QK, PITCH>(|_, kk| key_frag(k_now, kk), q_now, 0);
+            let mut dp = [scores_rolled::<T, QN, QK, PITCH>(|kk| key_frag(v_now, kk), do_now, opaque(DK as u32))];
+            let mut s = [scores_rolled::<T, QN, QK, PITCH>(|kk| key_frag(k_now, kk), q_now, opaque(DK as u32))];
 
             // P^T = exp(S - lse) and dS^T = P (dP - D), in place. Masking only where the
             // block crosses a mask boundary or the end of the queries.
@@ -187,7 +188,9 @@ unsafe fn attn_bwd<
                     (t, 1.0 - t * t)
                 });
             } else {
-                grad_scores(&mut s[0], &mut dp[0], lse_now, delta_now, p.score_log2, full, mask, r0, key0, |x| (x, 1.0));
+                grad_scores(&mut s[0], &mut dp[0], lse_now, delta_now, p.score_log2, full, mask, r0, key0, |x| {
+                    (x, 1.0)
+                });
             }
             let p_frag = to_a_frags::<T, QN, QK>(&s[0]);
             let ds_frag = to_a_frags::<T, QN, QK>(&dp[0]);
@@ -215,11 +218,11 @@ unsafe fn attn_bwd<
             let mut dq = [[FragC::zero(); CN]; 1];
             let ds_lane = (l % 8 + (l / 16) * 8) * DSP + (rt * 16 + ((l / 8) % 2) * 8) * 2;
             let ds_now = s_ds.pinned();
-            accumulate_pv::<T, 1, NK, CN, PITCH>(
-                &mut dq,
-                |_, kk| FragA(unsafe { ldmatrix_x4_trans(ds_now.byte(ds_lane + kk as u32 * 16 * DSP)) }),
+            accumulate_rolled::<T, CN, PITCH>(
+                &mut dq[0],
+                |kk| FragA(unsafe { ldmatrix_x4_trans(ds_now.byte(ds_lane + kk * 16 * DSP)) }),
                 k_now.skip(chunk * cw * 2),
-                0,
+                opaque(NK as u32),
             );
             let acc_row = stat_row(h);
             unroll::<2, _>(|hf| {

@@ -12,3 +12,12 @@ pub fn unroll<const N: usize, F: FnMut(usize)>(mut f: F) {
     }
     expand!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
 }
+
+/// `x` through an opaque `mov.u32`: a loop bounded by it is a runtime loop that LLVM
+/// cannot fully unroll (for loops that must stay rolled; see `attention::block`).
+#[inline(always)]
+pub fn opaque(x: u32) -> u32 {
+    let y: u32;
+    unsafe { core::arch::asm!("mov.u32 {o}, {i};", o = out(reg32) y, i = in(reg32) x, options(pure, nomem, nostack)) };
+    y
+}

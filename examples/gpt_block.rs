@@ -19,15 +19,13 @@ mod common;
 mod gpt;
 
 use common::args::{Args, Flag, UsageError};
-use common::files::{self, AnyError};
-use common::run::{self, DEFAULT_PROMPT, Plan, RUN_FLAGS};
+use common::files::AnyError;
+use common::run::{self, RUN_FLAGS, Setup};
 use common::setup::Dtype;
 use flashscan::models::{Gpt2Config, Gpt2Weights};
 use flashscan::{Device, Element, bf16, f16};
 use gpt::GptModel;
-use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
 
 const ABOUT: &str = "gpt_block: a GPT-2-style block stack on flashscan: prefill, then generation with a KV cache.
 Without --checkpoint it runs seeded random weights (--size); on the GPU if there is one, else on the CPU.";
@@ -90,37 +88,27 @@ fn run<T: Element>(args: &Args, device: Device) -> Result<(), AnyError> {
         return Ok(());
     }
 
-    let load_start = Instant::now();
-    let checkpoint = args.text("checkpoint").map(Path::new);
-    let weights = match checkpoint {
-        Some(path) => {
-            let file = files::checkpoint_file(path)?;
-            println!("loading {}", file.display());
-            Gpt2Weights::load(&file, args.get("heads")?)?
-        }
-        None => Gpt2Weights::random(random_config(args, device)?, seed)?,
-    };
-    let (tokenizer, tokenizer_name) = files::tokenizer(args.text("tokenizer"), checkpoint)?;
-    let c = weights.config.clone();
-    let default_text = checkpoint.is_some().then_some(DEFAULT_PROMPT);
-    let mut plan = Plan::from_args(args, &tokenizer, default_text, c.vocab_size, device)?;
-    let rotary = (checkpoint.is_none() && args.switch("rotary")).then_some(plan.capacity());
-    let model = GptModel::<T>::new(&weights, rotary, device)?;
-    drop(weights);
-    println!(
-        "model: {} layers, d_model {}, {} heads of {}, vocabulary {}, {} positions, {} weights ({:.1} s to set up)",
+    let heads: Option<usize> = args.get("heads")?;
+    let setup = Setup::from_args(
+        args,
+        |file| Gpt2Weights::load(file, heads),
+        || Ok(Gpt2Weights::random(random_config(args, device)?, seed)?),
+    )?;
+    let c = setup.weights.config.clone();
+    let mut plan = setup.plan(args, c.vocab_size, device)?;
+    let rotary = (!setup.from_checkpoint && args.switch("rotary")).then_some(plan.capacity());
+    let model = GptModel::<T>::new(&setup.weights, rotary, device)?;
+    let positions = if rotary.is_some() { "rotary" } else { "learned" };
+    let shapes = format!(
+        "{} layers, d_model {}, {} heads of {}, vocabulary {}, {positions} positions",
         c.n_layer,
         c.d_model,
         c.n_head,
         c.head_dim(),
-        c.vocab_size,
-        if rotary.is_some() { "rotary" } else { "learned" },
-        if checkpoint.is_some() { "checkpoint" } else { "seeded random" },
-        load_start.elapsed().as_secs_f64()
+        c.vocab_size
     );
-    println!("tokenizer: {tokenizer_name}");
-    println!("{}", plan.describe());
+    setup.announce(&shapes, &plan);
     let title = format!("gpt_block: {} layers, d {}, batch {}, {dtype}", c.n_layer, c.d_model, plan.batch);
-    run::generate(&model, &mut plan, &tokenizer, device, &title, &dtype)?;
+    run::generate(&model, &mut plan, &setup.tokenizer, device, &title, &dtype)?;
     Ok(())
 }

@@ -21,15 +21,13 @@ mod common;
 mod mamba;
 
 use common::args::{Args, Flag, UsageError};
-use common::files::{self, AnyError};
-use common::run::{self, DEFAULT_PROMPT, Plan, RUN_FLAGS};
+use common::files::AnyError;
+use common::run::{self, RUN_FLAGS, Setup};
 use common::setup::Dtype;
 use flashscan::models::{MambaConfig, MambaWeights};
 use flashscan::{Device, Element, bf16, f16};
 use mamba::MambaModel;
-use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
 
 const ABOUT: &str = "mamba_block: a Mamba block stack on flashscan: prefill with the selective scan, then generation
 with the one-step conv and state updates. Without --checkpoint it runs seeded random weights (--size);
@@ -93,37 +91,20 @@ fn run<T: Element>(args: &Args, device: Device) -> Result<(), AnyError> {
         return Ok(());
     }
 
-    let load_start = Instant::now();
-    let checkpoint = args.text("checkpoint").map(Path::new);
-    let weights = match checkpoint {
-        Some(path) => {
-            let file = files::checkpoint_file(path)?;
-            println!("loading {}", file.display());
-            MambaWeights::load(&file)?
-        }
-        None => MambaWeights::random(random_config(args, device)?, seed)?,
-    };
-    let (tokenizer, tokenizer_name) = files::tokenizer(args.text("tokenizer"), checkpoint)?;
-    let c = weights.config.clone();
-    let default_text = checkpoint.is_some().then_some(DEFAULT_PROMPT);
-    let mut plan = Plan::from_args(args, &tokenizer, default_text, c.vocab_size, device)?;
-    let model = MambaModel::<T>::new(&weights, device)?;
-    drop(weights);
-    println!(
-        "model: {} layers, d_model {}, d_inner {}, d_state {}, d_conv {}, dt_rank {}, vocabulary {}, {} weights ({:.1} s to set up)",
-        c.n_layer,
-        c.d_model,
-        c.d_inner,
-        c.d_state,
-        c.d_conv,
-        c.dt_rank,
-        c.vocab_size,
-        if checkpoint.is_some() { "checkpoint" } else { "seeded random" },
-        load_start.elapsed().as_secs_f64()
+    let setup = Setup::from_args(
+        args,
+        |file| MambaWeights::load(file),
+        || Ok(MambaWeights::random(random_config(args, device)?, seed)?),
+    )?;
+    let c = setup.weights.config.clone();
+    let mut plan = setup.plan(args, c.vocab_size, device)?;
+    let model = MambaModel::<T>::new(&setup.weights, device)?;
+    let shapes = format!(
+        "{} layers, d_model {}, d_inner {}, d_state {}, d_conv {}, dt_rank {}, vocabulary {}",
+        c.n_layer, c.d_model, c.d_inner, c.d_state, c.d_conv, c.dt_rank, c.vocab_size
     );
-    println!("tokenizer: {tokenizer_name}");
-    println!("{}", plan.describe());
+    setup.announce(&shapes, &plan);
     let title = format!("mamba_block: {} layers, d {}, batch {}, {dtype}", c.n_layer, c.d_model, plan.batch);
-    run::generate(&model, &mut plan, &tokenizer, device, &title, &dtype)?;
+    run::generate(&model, &mut plan, &setup.tokenizer, device, &title, &dtype)?;
     Ok(())
 }

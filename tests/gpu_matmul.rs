@@ -7,16 +7,11 @@
 mod common;
 mod matmul_common;
 
+use common::poisoned_gpu as gpu;
 use flashscan::ops::WeightLayout;
-use flashscan::{Device, bf16, f16, runtime::Gpu};
+use flashscan::{bf16, f16};
 use matmul_common::{Problem, check_linear, check_matmul, check_narrow};
 use proptest::prelude::*;
-
-fn gpu() -> Device {
-    let g = Gpu::get(0).expect("these tests need a CUDA GPU");
-    g.set_poison_outputs(true);
-    Device::Cuda(0)
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]

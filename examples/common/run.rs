@@ -4,7 +4,7 @@
 
 use super::args::{Args, Flag, UsageError, usage};
 use super::check::{self, Measured};
-use super::files::AnyError;
+use super::files::{self, AnyError};
 use super::lm::{LanguageModel, last_logits};
 use super::progress::Progress;
 use super::report::{Phase, print_table};
@@ -12,6 +12,7 @@ use super::sample::Sampler;
 use super::setup::{announce, choose_device};
 use flashscan::tokenizer::Tokenizer;
 use flashscan::{Device, Element};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -102,6 +103,54 @@ pub fn self_check(
         check::report(title, &measure()?)?;
     }
     Ok(!args.switch("check-only"))
+}
+
+/// The weights of a run and its tokenizer.
+pub struct Setup<W> {
+    pub weights: W,
+    /// Whether the weights came from `--checkpoint` (else seeded random).
+    pub from_checkpoint: bool,
+    pub tokenizer: Tokenizer,
+    pub tokenizer_name: String,
+    started: Instant,
+}
+
+impl<W> Setup<W> {
+    /// The weights of `--checkpoint` (a file, or the folder's safetensors file) through
+    /// `load`, else `random()`; the tokenizer of `--tokenizer` or the checkpoint's folder.
+    pub fn from_args(
+        args: &Args,
+        load: impl FnOnce(&Path) -> flashscan::Result<W>,
+        random: impl FnOnce() -> Result<W, AnyError>,
+    ) -> Result<Setup<W>, AnyError> {
+        let started = Instant::now();
+        let checkpoint = args.text("checkpoint").map(Path::new);
+        let weights = match checkpoint {
+            Some(path) => {
+                let file = files::checkpoint_file(path)?;
+                println!("loading {}", file.display());
+                load(&file)?
+            }
+            None => random()?,
+        };
+        let (tokenizer, tokenizer_name) = files::tokenizer(args.text("tokenizer"), checkpoint)?;
+        Ok(Setup { weights, from_checkpoint: checkpoint.is_some(), tokenizer, tokenizer_name, started })
+    }
+
+    /// The run's plan (real weights prompt with [`DEFAULT_PROMPT`] when no `--prompt`).
+    pub fn plan(&self, args: &Args, vocab: usize, device: Device) -> Result<Plan, AnyError> {
+        let default_text = self.from_checkpoint.then_some(DEFAULT_PROMPT);
+        Plan::from_args(args, &self.tokenizer, default_text, vocab, device)
+    }
+
+    /// Prints the model (`model`: its shapes), where the weights came from, the time to
+    /// set up, the tokenizer and the plan.
+    pub fn announce(&self, model: &str, plan: &Plan) {
+        let source = if self.from_checkpoint { "checkpoint" } else { "seeded random" };
+        println!("model: {model}; {source} weights ({:.1} s to set up)", self.started.elapsed().as_secs_f64());
+        println!("tokenizer: {}", self.tokenizer_name);
+        println!("{}", plan.describe());
+    }
 }
 
 /// What a run generates: prompts, lengths, how tokens are chosen.

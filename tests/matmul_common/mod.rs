@@ -73,7 +73,9 @@ fn compare<T: Element>(
     }
     for (i, (((g, w), sc), ex)) in got.iter().zip(want).zip(scale).zip(extra).enumerate() {
         let bound = round_tol::<T>() * w.abs() + sum_tol(k) * sc + ex;
-        if !((g - w).abs() <= bound) {
+        // Written so that a NaN fails.
+        let within = (g - w).abs() <= bound;
+        if !within {
             return Err(format!("{what}: element {i} is {g}, expected {w} (bound {bound:e})"));
         }
     }

@@ -65,6 +65,18 @@ proptest! {
 
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
+fn gpu_linear_small_k_bf16_regression() {
+    // Found by gpu_linear_matches_reference on an H200 (2026-11-22) before cuBLAS's
+    // reduced-precision reductions were turned off: one element 1.5 bf16 ulp off.
+    check_linear::<bf16>(gpu(), &[3, 2], 9, 138, WeightLayout::OutIn, false, 0).unwrap();
+    for seed in 1..40 {
+        check_linear::<bf16>(gpu(), &[3, 2], 9, 138, WeightLayout::OutIn, seed % 2 == 0, seed).unwrap();
+        check_linear::<f16>(gpu(), &[5], 17, 70, WeightLayout::InOut, seed % 2 == 1, seed).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
 fn gpu_model_projection_shapes() {
     let d = gpu();
     // GPT-2 124M: qkv, fc and the tied LM head over a prefill and a decode step.

@@ -211,8 +211,8 @@ impl Plan {
     }
 }
 
-/// The timed run: a prefill of the prompt (the last position's logits on the host), then
-/// `generate` steps of one token per sequence; prints the generated text (or ids) and the
+/// The timed run, after an untimed warm-up: a prefill of the prompt (the last position's
+/// logits on the host), then `generate` steps of one token per sequence; prints the generated text (or ids) and the
 /// table (`title` heads it). Returns the generated tokens of each sequence.
 pub fn generate<T: Element, M: LanguageModel<T>>(
     model: &M,
@@ -222,6 +222,12 @@ pub fn generate<T: Element, M: LanguageModel<T>>(
     title: &str,
     dtype: &str,
 ) -> Result<Vec<Vec<u32>>, AnyError> {
+    // Warm-up, untimed: the first calls load the kernels and create cuBLAS's handle.
+    let first = &plan.prompt[..1];
+    let (_, mut warm) = model.prefill(&[first.to_vec()], 2)?;
+    last_logits(&model.step(first, &mut warm)?, model.lm_head())?;
+    drop(warm);
+
     let tokens = vec![plan.prompt.clone(); plan.batch];
     let start = Instant::now();
     let (hidden, mut state) = model.prefill(&tokens, plan.capacity())?;

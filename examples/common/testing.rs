@@ -33,11 +33,17 @@ impl Drop for TempDir {
 /// Vocabulary size of the test BPE in `tests/data/bpe`.
 pub const TEST_BPE_VOCAB: usize = 700;
 
-/// Copies the test BPE's `files` (e.g. `vocab.json`, `merges.txt`) into `dir`.
+/// Writes the test BPE's files (`vocab.json`, `merges.txt`, `tokenizer.json`; taken into
+/// the binary at build time, so the test runs from a bundle too) into `dir`.
 pub fn copy_test_bpe(dir: &TempDir, files: &[&str]) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bpe");
-    for f in files {
-        std::fs::copy(src.join(f), dir.join(f)).expect("copy a test tokenizer file");
+    for &f in files {
+        let text = match f {
+            "vocab.json" => include_str!("../../tests/data/bpe/vocab.json"),
+            "merges.txt" => include_str!("../../tests/data/bpe/merges.txt"),
+            "tokenizer.json" => include_str!("../../tests/data/bpe/tokenizer.json"),
+            other => panic!("no test tokenizer file {other}"),
+        };
+        std::fs::write(dir.join(f), text).expect("write a test tokenizer file");
     }
 }
 

@@ -69,17 +69,25 @@ fn gpu_narrow<T: Element>(x: &GpuTensor<T>, axis: usize, start: usize, len: usiz
             expected: format!("rows (axis {axis} and after) below 2^31 bytes for the strided copy"),
         });
     }
-    // SAFETY: every field the driver reads for a device-to-device copy is set; the rest
-    // (host pointers, arrays) are null as zeroed.
-    let mut copy: sys::CUDA_MEMCPY2D = unsafe { std::mem::zeroed() };
-    copy.srcMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-    copy.srcDevice = src;
-    copy.srcPitch = src_pitch;
-    copy.dstMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-    copy.dstDevice = y.device_addr();
-    copy.dstPitch = width;
-    copy.WidthInBytes = width;
-    copy.Height = outer;
+    // Every field spelled out: the struct holds enums, so it has no all-zero value.
+    let copy = sys::CUDA_MEMCPY2D {
+        srcXInBytes: 0,
+        srcY: 0,
+        srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        srcHost: std::ptr::null(),
+        srcDevice: src,
+        srcArray: std::ptr::null_mut(),
+        srcPitch: src_pitch,
+        dstXInBytes: 0,
+        dstY: 0,
+        dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        dstHost: std::ptr::null_mut(),
+        dstDevice: y.device_addr(),
+        dstArray: std::ptr::null_mut(),
+        dstPitch: width,
+        WidthInBytes: width,
+        Height: outer,
+    };
     unsafe { sys::cuMemcpy2DAsync_v2(&copy, stream) }
         .result()
         .map_err(driver(format!("cuMemcpy2DAsync (narrow of {shape:?} along axis {axis})")))?;

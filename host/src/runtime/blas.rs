@@ -60,5 +60,10 @@ fn create(gpu: &Arc<Gpu>) -> Result<CudaBlas> {
         });
     }
     gpu.context().bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
-    CudaBlas::new(gpu.stream().clone()).map_err(cublas("cublasCreate"))
+    let blas = CudaBlas::new(gpu.stream().clone()).map_err(cublas("cublasCreate"))?;
+    // By default cuBLAS may sum split-K partials in the output type (bf16 / f16), which
+    // on an H200 put bf16 results 1.5 ulp off; keep every reduction in f32.
+    let mode = sys::cublasMath_t::CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+    unsafe { sys::cublasSetMathMode(*blas.handle(), mode) }.result().map_err(cublas("cublasSetMathMode"))?;
+    Ok(blas)
 }

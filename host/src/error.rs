@@ -26,6 +26,9 @@ pub enum Error {
     PtxJit { message: String, log: String },
     /// A driver call or kernel launch failed; `message` is the driver's error string.
     Driver { op: String, message: String },
+    /// A cuBLAS call failed (or libcublas could not be loaded); `status` is cuBLAS's
+    /// status name and description.
+    Cublas { op: String, status: String },
     /// The operation `what` exists but not for these arguments (for example not yet on
     /// this device); `reason` says what is missing and what works instead.
     Unsupported { what: String, reason: String },
@@ -57,6 +60,7 @@ impl fmt::Display for Error {
             }
             Error::PtxJit { message, log } => write!(f, "the driver could not load flashscan's PTX: {message}\n{log}"),
             Error::Driver { op, message } => write!(f, "CUDA driver error in {op}: {message}"),
+            Error::Cublas { op, status } => write!(f, "cuBLAS error in {op}: {status}"),
             Error::Unsupported { what, reason } => write!(f, "{what} is not supported: {reason}"),
             Error::Checkpoint { path, tensor: Some(t), what } => write!(f, "checkpoint {path}: tensor `{t}` {what}"),
             Error::Checkpoint { path, tensor: None, what } => write!(f, "checkpoint {path}: {what}"),

@@ -7,7 +7,7 @@
 //! - Operations: [`norm`] (LayerNorm, RMSNorm), [`mamba`] (the Mamba-1 selective scan,
 //!   forward and backward; the causal conv1d, forward and backward, and the one-token
 //!   decode steps), [`ops`] (activations with a fused bias, residual add, the Mamba gate,
-//!   rotary embedding).
+//!   rotary embedding; the projections' matmul / linear through cuBLAS; narrow).
 //! - [`reference`]: naive f64 implementations, the oracles of the tests.
 //! - Loading real models: [`checkpoint`] (safetensors read / write), [`tokenizer`]
 //!   (byte-level BPE, GPT-2 and GPT-NeoX files), [`models`] (GPT-2 and Mamba weights).

@@ -45,6 +45,33 @@ impl<T: Element> Tensor<T> {
         T::DTYPE
     }
 
+    /// The same elements (in row-major order) seen with `shape`, which must have the same
+    /// element count. No copy on the GPU; on the CPU a copy only when the array is not in
+    /// standard (row-major) layout.
+    ///
+    /// Errors: [`Error::Shape`] naming `shape` when the element counts differ.
+    pub fn reshape(self, shape: &[usize]) -> Result<Self> {
+        let count = |s: &[usize]| s.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if count(shape) != count(self.shape()) {
+            return Err(Error::Shape {
+                arg: "shape",
+                got: shape.to_vec(),
+                expected: format!("as many elements as the tensor's {:?}", self.shape()),
+            });
+        }
+        match self {
+            Tensor::Cuda(g) => g.reshape(shape).map(Tensor::Cuda),
+            Tensor::Cpu(a) => {
+                let a = if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() };
+                a.into_shape_with_order(ndarray::IxDyn(shape)).map(Tensor::Cpu).map_err(|e| Error::Shape {
+                    arg: "shape",
+                    got: shape.to_vec(),
+                    expected: format!("a shape of the same element count ({e})"),
+                })
+            }
+        }
+    }
+
     pub(crate) fn as_cpu(&self) -> Option<&ArrayD<T>> {
         match self {
             Tensor::Cpu(a) => Some(a),

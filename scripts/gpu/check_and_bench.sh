@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the bundle folder: every test (GPU ones included), the
 # compute-sanitizer memcheck and racecheck passes on small and ragged cases, the demo,
-# then the benchmarks (norm; attention and the selective scan against torch, each in one
-# run; conv1d and the decode steps against the copy bandwidth). Logs under $LOGS.
+# the example models (gpt_block, mamba_block: self-checks, then small runs), then the
+# benchmarks (norm; attention and the selective scan against torch, each in one run;
+# conv1d and the decode steps against the copy bandwidth). Logs under $LOGS.
 #
 #   ONLY=tests|bench_attention|bench_attention_bwd|bench_scan|bench_scan_bwd|bench_decode|bench_conv gpu/check_and_bench.sh
 #   runs one part (the GPU tool stops a call after 10 minutes; each part fits one)
@@ -35,6 +36,14 @@ if part tests; then
     | grep -E " error " | awk '{k=$1" "$6; if ($8+0 > m[k]+0) m[k]=$8} END {for (k in m) print "scan max", k, m[k]}' \
     | sort | tee "$LOGS/scan_errors.txt"
   timeout 60 examples/demo 2>&1 | tee "$LOGS/demo.txt"
+  # The example models: self-checks (steps vs prefill, GPU vs CPU), then a small run each.
+  for dt in bf16 f16; do
+    timeout 120 examples/gpt_block --dtype $dt --batch 4 --prompt-len 256 --generate 32 2>&1 | tee "$LOGS/gpt_block_$dt.txt"
+    timeout 120 examples/gpt_block --dtype $dt --rotary --size small --no-check 2>&1 | tee "$LOGS/gpt_block_rotary_$dt.txt"
+  done
+  for dt in bf16 f16 f32; do
+    timeout 120 examples/mamba_block --dtype $dt --batch 4 --prompt-len 256 --generate 32 2>&1 | tee "$LOGS/mamba_block_$dt.txt"
+  done
   timeout 120 examples/bench_norm >"$LOGS/bench_norm.json" 2>"$LOGS/bench_norm.txt"; cat "$LOGS/bench_norm.txt"
 fi
 if part bench_attention; then

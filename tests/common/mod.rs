@@ -114,6 +114,15 @@ pub fn check_norm_offset<T: Element>(
     }
 }
 
+/// GPU 0 with every output buffer poisoned (NaN) before its kernel runs, so that a test
+/// sees any element a kernel left unwritten. Panics without a GPU (the GPU tests are
+/// ignored there).
+pub fn poisoned_gpu() -> Device {
+    let g = flashscan::runtime::Gpu::get(0).expect("these tests need a CUDA GPU");
+    g.set_poison_outputs(true);
+    Device::Cuda(0)
+}
+
 /// A CPU tensor of `shape` filled with zeros (the argument-validation tests' input).
 pub fn zeros<E: Element>(shape: &[usize]) -> Tensor<E> {
     Tensor::Cpu(ArrayD::from_elem(IxDyn(shape), E::from_f32(0.0)))

@@ -1,7 +1,9 @@
-//! Elementwise operators of the example blocks (GPT, Mamba), on the GPU
-//! (`kernels-gpu/src/elementwise`) or the CPU (`cpu.rs`): activations (SiLU, GELU in tanh
-//! form, softplus) with an optional fused bias add, the residual add, the Mamba gate
-//! x * silu(z), and the rotary position embedding (GPT-NeoX and interleaved styles).
+//! Operators of the example blocks (GPT, Mamba), on the GPU or the CPU:
+//! - elementwise (`kernels-gpu/src/elementwise`; `cpu.rs`): activations (SiLU, GELU in
+//!   tanh form, softplus) with an optional fused bias add, the residual add, the Mamba
+//!   gate x * silu(z), and the rotary position embedding (GPT-NeoX and interleaved);
+//! - the projections: [`matmul`] and [`linear`] (cuBLAS on the GPU, `matmul/`);
+//! - [`narrow`]: a range of one axis, copied (`narrow.rs`).
 //!
 //! Fusion saves HBM passes: `activation(x, Some(bias), GeluTanh)` is the MLP's bias +
 //! GELU in one read of x and one write (a GEMM without an epilogue leaves the bias to
@@ -16,6 +18,11 @@
 
 pub(crate) mod cpu;
 mod gpu;
+mod matmul;
+mod narrow;
+
+pub use matmul::{MatmulOptions, WeightLayout, linear, matmul};
+pub use narrow::narrow;
 
 use crate::tensor::check;
 use crate::{Device, Element, Error, Result, Tensor};

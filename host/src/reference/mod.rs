@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod matmul;
 mod norm;
 pub mod ops;
 pub mod scan;

@@ -138,6 +138,13 @@ impl Gpu {
         self.poison_outputs.load(Ordering::Relaxed)
     }
 
+    /// Free and total device memory, bytes (`cuMemGetInfo`: the whole device, other
+    /// processes' allocations included).
+    pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))?;
+        cudarc::driver::result::mem_get_info().map_err(driver("cuMemGetInfo"))
+    }
+
     /// Waits for all work queued on this device; surfaces asynchronous kernel faults.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(driver("cuStreamSynchronize (an earlier kernel may have faulted)"))

@@ -1,6 +1,8 @@
 //! The GPU runtime: device discovery, one context and stream per device, the embedded
-//! PTX module, kernel launches, and device-resident tensors.
+//! PTX module, kernel launches, device-resident tensors, and the cuBLAS handle of the
+//! projections.
 
+pub(crate) mod blas;
 mod gpu;
 mod gpu_tensor;
 pub mod ptx;

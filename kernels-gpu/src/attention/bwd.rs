@@ -224,29 +224,49 @@ unsafe fn attn_bwd<
                 k_now.skip(chunk * cw * 2),
                 opaque(NK as u32),
             );
+            // This lane's accumulator elements: rows r0 + 16 rt + l / 4 + 8 hf, column pairs
+            // chunk * cw + 8 cn + 2 (l % 4) (None past seqlen_q or the head dim).
             let acc_row = stat_row(h);
-            unroll::<2, _>(|hf| {
+            let at = |hf: usize, cn: usize| {
                 let row = r0 + (rt * 16 + l / 4 + 8 * hf as u32) as i32;
-                if row < sq {
-                    let at = (acc_row + row as usize) * hd as usize;
+                let col = chunk * cw + cn as u32 * 8 + (l % 4) * 2;
+                (row < sq && col < hd).then(|| dq_acc.offset((acc_row + row as usize) * hd as usize + col as usize))
+            };
+            if p.deterministic != 0 {
+                // Read-add-write, all reads first: a store between two loads would make
+                // each load wait for the one before (the compiler cannot tell they differ).
+                let mut old = [[[0.0f32; 2]; CN]; 2];
+                unroll::<2, _>(|hf| {
                     unroll::<CN, _>(|cn| {
-                        let col = chunk * cw + cn as u32 * 8 + (l % 4) * 2;
-                        if col < hd {
-                            let (v0, v1) = (dq[0][cn].0[2 * hf], dq[0][cn].0[2 * hf + 1]);
-                            let dst = dq_acc.offset(at + col as usize);
+                        if let Some(dst) = at(hf, cn) {
+                            old[hf][cn] = unsafe { [dst.load(0), dst.load(1)] };
+                        }
+                    })
+                });
+                unroll::<2, _>(|hf| {
+                    unroll::<CN, _>(|cn| {
+                        if let Some(dst) = at(hf, cn) {
+                            let c = &dq[0][cn].0;
                             unsafe {
-                                if p.deterministic != 0 {
-                                    dst.store(0, dst.load(0) + v0);
-                                    dst.store(1, dst.load(1) + v1);
-                                } else {
-                                    red_add_f32(dst.ptr(), v0);
-                                    red_add_f32(dst.ptr().add(1), v1);
-                                }
+                                dst.store(0, old[hf][cn][0] + c[2 * hf]);
+                                dst.store(1, old[hf][cn][1] + c[2 * hf + 1]);
                             }
                         }
-                    });
-                }
-            });
+                    })
+                });
+            } else {
+                unroll::<2, _>(|hf| {
+                    unroll::<CN, _>(|cn| {
+                        if let Some(dst) = at(hf, cn) {
+                            let c = &dq[0][cn].0;
+                            unsafe {
+                                red_add_f32(dst.ptr(), c[2 * hf]);
+                                red_add_f32(dst.ptr().add(1), c[2 * hf + 1]);
+                            }
+                        }
+                    })
+                });
+            }
             it += 1;
             stage ^= 1;
         }

@@ -10,7 +10,8 @@ use flashscan::{DType, Device, Element, Tensor};
 use ndarray::{Array2, ArrayD, Ix2, IxDyn, s};
 
 /// The bound of one element of a product of T inputs accumulated in f32 and rounded to T:
-/// `|got - want| <= r_T |want| + k 2^-23 sum_p |a_ip b_pj|`, with r_T the rounding of
+/// `|got - want| <= r_T |want| + s_T + k 2^-23 sum_p |a_ip b_pj|`, with s_T the subnormal
+/// spacing ([`subnormal_tol`]), r_T the rounding of
 /// the result to T (2^-24 for f32, 2^-8 for bf16, 2^-11 for f16: twice the half ulp,
 /// for the rounding of the accumulation error as well) and the second term the f32
 /// summation over k terms in any order (blocked, split, tensor-core), twice the
@@ -20,6 +21,17 @@ pub fn round_tol<T: Element>() -> f64 {
         DType::F32 => 2f64.powi(-24),
         DType::BF16 => 2f64.powi(-8),
         DType::F16 => 2f64.powi(-11),
+    }
+}
+
+/// The spacing of T's subnormals: in that range rounding to T errs by up to half of it,
+/// whatever the value's magnitude (f16's subnormals start below 6.1e-5), so the bound
+/// adds the whole spacing (twice the half, as `round_tol`).
+pub fn subnormal_tol<T: Element>() -> f64 {
+    match T::DTYPE {
+        DType::F32 => 2f64.powi(-149),
+        DType::BF16 => 2f64.powi(-133),
+        DType::F16 => 2f64.powi(-24),
     }
 }
 
@@ -72,7 +84,7 @@ fn compare<T: Element>(
         return Err(format!("{what}: shape {:?}, expected {:?}", got.shape(), want.shape()));
     }
     for (i, (((g, w), sc), ex)) in got.iter().zip(want).zip(scale).zip(extra).enumerate() {
-        let bound = round_tol::<T>() * w.abs() + sum_tol(k) * sc + ex;
+        let bound = round_tol::<T>() * w.abs() + subnormal_tol::<T>() + sum_tol(k) * sc + ex;
         // Written so that a NaN fails.
         let within = (g - w).abs() <= bound;
         if !within {

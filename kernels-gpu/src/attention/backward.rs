@@ -85,13 +85,15 @@ pub struct AttnBwdRowParams {
 /// Threads per CTA of the row kernels (8 rows per CTA).
 pub const BWD_ROW_THREADS: u32 = 256;
 
-/// Tile shape of one main-kernel instantiation. Each warp owns 16 keys and a
-/// `d / d_split` slice of their dK, dV columns; the `d_split` warps that share 16 keys
-/// each recompute their S and dP (so that dK, dV of large head dims fit in registers).
+/// Tile shape of one main-kernel instantiation. Each warp owns 16 x `m_tiles` keys and a
+/// `d / d_split` slice of their dK, dV columns; the `d_split` warps that share keys each
+/// recompute their S and dP (so that dK, dV of large head dims fit in registers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BwdTile {
     pub d: u32,
     pub warps: u32,
+    /// m16 key tiles per warp: each Q / dO fragment read from SRAM feeds this many mma.
+    pub m_tiles: u32,
     /// Query rows per step of the query loop.
     pub block_m: u32,
     pub d_split: u32,
@@ -100,7 +102,7 @@ pub struct BwdTile {
 impl BwdTile {
     /// Keys per CTA.
     pub const fn block_n(self) -> u32 {
-        16 * self.warps / self.d_split
+        16 * self.m_tiles * self.warps / self.d_split
     }
     pub const fn threads(self) -> u32 {
         self.warps * 32
@@ -150,7 +152,7 @@ impl BwdTile {
         let cs = self.dq_col_split();
         self.d % 16 == 0
             && self.block_m % 16 == 0
-            && (self.warps * 16) % self.d_split == 0
+            && self.warps % self.d_split == 0
             && (self.d / self.d_split) % 16 == 0
             && cs >= 1
             && cs * (self.block_m / 16) == self.warps
@@ -158,8 +160,8 @@ impl BwdTile {
     }
 }
 
-const fn t(d: u32, warps: u32, block_m: u32, d_split: u32) -> BwdTile {
-    let tile = BwdTile { d, warps, block_m, d_split };
+const fn t(d: u32, warps: u32, m_tiles: u32, block_m: u32, d_split: u32) -> BwdTile {
+    let tile = BwdTile { d, warps, m_tiles, block_m, d_split };
     assert!(tile.valid());
     tile
 }
@@ -167,19 +169,23 @@ const fn t(d: u32, warps: u32, block_m: u32, d_split: u32) -> BwdTile {
 // Tile shapes, registers per lane (dK + dV: d / d_split; S/P and dP/dS: block_m / 2
 // each) and SRAM ((2 block_n + 4 block_m) x pitch + block_n x ds_pitch + 16 block_m):
 //   d=32:   4 warps, 64 keys x  64 queries:  32 + 64 regs; (128+256) x  80 + 64 x 144 + 1 KiB =  40 KiB
-//   d=64:   8 warps, 128 keys x 64 queries:  64 + 64;      (256+256) x 144 + 128 x 144 + 1    =  91 KiB
+//   d=64:   4 warps x 32 keys, 128 keys x 16 queries: 128 + 32; (256+64) x 144 + 128 x 48 + 0.25 = 51 KiB
 //   d=96:   4 warps, 64 keys x  32 queries:  96 + 32;      (128+128) x 208 + 64 x 80 + 0.5    =  57 KiB
 //   d=128:  8 warps, 128 keys x 32 queries: 128 + 32;      (256+128) x 272 + 128 x 80 + 0.5   = 113 KiB
 //   d=192:  8 warps (d split in 2), 64 keys x 32 queries:  96 + 32; (128+128) x 400 + 64 x 80 + 0.5 = 105 KiB
 //   d=256:  8 warps (d split in 2), 64 keys x 16 queries: 128 + 16; (128+64) x 528 + 64 x 48 + 0.25 = 102 KiB
-// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB). d=128 and d=256 take the
-// smaller query blocks because dK and dV already hold 128 registers per lane.
-pub const BWD_D32: BwdTile = t(32, 4, 64, 1);
-pub const BWD_D64: BwdTile = t(64, 8, 64, 1);
-pub const BWD_D96: BwdTile = t(96, 4, 32, 1);
-pub const BWD_D128: BwdTile = t(128, 8, 32, 1);
-pub const BWD_D192: BwdTile = t(192, 8, 32, 2);
-pub const BWD_D256: BwdTile = t(256, 8, 16, 2);
+// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB). d=64, d=128 and d=256
+// take small query blocks because dK and dV already hold 128 registers per lane. d=64's
+// warps own 32 keys each, so every Q / dO fragment read from SRAM feeds two mma: 1.22x
+// faster than 8 warps x 16 keys x 64 queries, measured in one run (PERF.md). The same for
+// d=128 (8 warps x 32 keys, d split in 2, both recomputing S and dP) was 0.73x the
+// 16-key tile, so d=128 keeps 16 keys per warp.
+pub const BWD_D32: BwdTile = t(32, 4, 1, 64, 1);
+pub const BWD_D64: BwdTile = t(64, 4, 2, 16, 1);
+pub const BWD_D96: BwdTile = t(96, 4, 1, 32, 1);
+pub const BWD_D128: BwdTile = t(128, 8, 1, 32, 1);
+pub const BWD_D192: BwdTile = t(192, 8, 1, 32, 2);
+pub const BWD_D256: BwdTile = t(256, 8, 1, 16, 2);
 
 pub const BWD_TILES: [BwdTile; 6] = [BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256];
 

@@ -256,29 +256,33 @@ pub fn row_lse(m_use: f32, l: f32, score_log2: f32) -> f32 {
     (m_use * score_log2 + log2(l)) * LN2
 }
 
-/// S = A B^T for one m16 row tile against 16 KK rows of a B tile in SRAM (row-major
+/// S = A B^T for MT m16 row tiles against 16 KK rows of a B tile in SRAM (row-major
 /// [row][d], PITCH bytes a row), like [`scores`] but with the loop over the d k-steps
-/// kept as a runtime loop of `k_steps` (an opaque count): `a_at(kk)` loads A's fragment
-/// for d columns 16kk .. 16kk+15 from SRAM. A rolled loop keeps ptxas from hoisting
-/// every k-step's loads ahead at once, which the backward (whose dK, dV accumulators
-/// hold half the register file) cannot afford.
+/// kept as a runtime loop of `k_steps` (an opaque count): `a_at(mt, kk)` loads A's
+/// fragment for row tile mt and d columns 16kk .. 16kk+15 from SRAM. Each B fragment
+/// feeds MT products. A rolled loop keeps ptxas from hoisting every k-step's loads ahead
+/// at once, which the backward (whose dK, dV accumulators hold half the register file)
+/// cannot afford.
 #[inline(always)]
-pub fn scores_rolled<T: TensorElem, const KN: usize, const KK: usize, const PITCH: u32>(
-    a_at: impl Fn(u32) -> FragA,
+pub fn scores_rolled<T: TensorElem, const MT: usize, const KN: usize, const KK: usize, const PITCH: u32>(
+    a_at: impl Fn(usize, u32) -> FragA,
     b_tile: Sram,
     k_steps: u32,
-) -> [FragC; KN] {
+) -> [[FragC; KN]; MT] {
     const { assert!(KK * 2 == KN) };
     let l = lane();
-    let mut s = [FragC::zero(); KN];
+    let mut s = [[FragC::zero(); KN]; MT];
     let mut kk = 0;
     while kk < k_steps {
-        let a = a_at(kk);
+        let mut a = [FragA([0; 4]); MT];
+        unroll::<MT, _>(|mt| a[mt] = a_at(mt, kk));
         unroll::<KK, _>(|jj| {
             let row = jj as u32 * 16 + l % 8 + (l / 16) * 8;
             let r = unsafe { ldmatrix_x4(b_tile.byte(row * PITCH + (kk * 2 + (l / 8) % 2) * 16)) };
-            T::mma(&mut s[2 * jj], &a, &FragB([r[0], r[1]]));
-            T::mma(&mut s[2 * jj + 1], &a, &FragB([r[2], r[3]]));
+            unroll::<MT, _>(|mt| {
+                T::mma(&mut s[mt][2 * jj], &a[mt], &FragB([r[0], r[1]]));
+                T::mma(&mut s[mt][2 * jj + 1], &a[mt], &FragB([r[2], r[3]]));
+            });
         });
         kk += 1;
     }

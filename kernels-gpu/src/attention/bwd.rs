@@ -28,9 +28,9 @@ use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unro
 
 const LOG2E: f32 = core::f32::consts::LOG2_E;
 
-/// The kernel body. Const parameters: element type T; tile head dim D; WARPS; BM query
-/// rows per step; DSPLIT warps per 16 keys; and the derived counts BN = 16 WARPS / DSPLIT
-/// keys, DK = D / 16 (k-steps of S^T and dP^T), QN = BM / 8 (their n-tiles), QK = BM / 16
+/// The kernel body. Const parameters: element type T; tile head dim D; WARPS; MT m16 key
+/// tiles per warp; BM query rows per step; DSPLIT warps per 16 MT keys; and the derived
+/// counts BN = 16 MT WARPS / DSPLIT keys, DK = D / 16 (k-steps of S^T and dP^T), QN = BM / 8 (their n-tiles), QK = BM / 16
 /// (k-steps of dV and dK), SN = D / DSPLIT / 8 (n-tiles of a dK / dV slice), NK = BN / 16
 /// (k-steps of dQ), CN = D / CS / 8 (n-tiles of a dQ chunk), PITCH = 2D + 16,
 /// DSP = 2 BM + 16.
@@ -39,6 +39,7 @@ unsafe fn attn_bwd<
     T: TensorElem,
     const D: u32,
     const WARPS: u32,
+    const MT: usize,
     const BM: u32,
     const DSPLIT: u32,
     const BN: u32,
@@ -55,7 +56,7 @@ unsafe fn attn_bwd<
 ) {
     const {
         assert!(
-            BN * DSPLIT == 16 * WARPS
+            BN * DSPLIT == 16 * MT as u32 * WARPS
                 && DK as u32 * 16 == D
                 && QN as u32 * 8 == BM
                 && QK * 2 == QN
@@ -102,8 +103,10 @@ unsafe fn attn_bwd<
     let split = if p.deterministic != 0 { block_x() as usize } else { 0 };
     let dq_acc = HbmMut::<f32>::from_addr(p.dq_acc).offset(split * p.dq_split_stride as usize);
 
-    // The A-fragment row address of this warp's 16 keys in a K or V tile (row-major).
-    let key_lane = (kt * 16 + l % 16) * PITCH + (l / 16) * 16;
+    // This warp's first key in the block, and the A-fragment row address of its keys in
+    // a K or V tile (row-major).
+    let warp_key = kt * 16 * MT as u32;
+    let key_lane = (warp_key + l % 16) * PITCH + (l / 16) * 16;
 
     let mut nb = block_x();
     while nb < n_blocks {
@@ -154,8 +157,8 @@ unsafe fn attn_bwd<
         }
         commit();
 
-        let mut dk_acc = [[FragC::zero(); SN]; 1];
-        let mut dv_acc = [[FragC::zero(); SN]; 1];
+        let mut dk_acc = [[FragC::zero(); SN]; MT];
+        let mut dv_acc = [[FragC::zero(); SN]; MT];
         let mut it = 0;
         let mut stage = 0;
         while it < steps {
@@ -170,44 +173,52 @@ unsafe fn attn_bwd<
             let r0 = r0 as i32;
             let (k_now, v_now) = (s_k.pinned(), s_v.pinned());
             let (q_now, do_now) = (s_q(stage).pinned(), s_do(stage).pinned());
-            let key_frag = |tile: Sram, kk: u32| FragA(unsafe { ldmatrix_x4(tile.byte(key_lane + kk * 32)) });
+            let key_frag = |tile: Sram, mt: usize, kk: u32| {
+                FragA(unsafe { ldmatrix_x4(tile.byte(key_lane + mt as u32 * 16 * PITCH + kk * 32)) })
+            };
 
-            // dP^T = V dO^T and S^T = K Q^T: [16 keys x BM queries] per warp.
-            let mut dp = [scores_rolled::<T, QN, QK, PITCH>(|kk| key_frag(v_now, kk), do_now, opaque(DK as u32))];
-            let mut s = [scores_rolled::<T, QN, QK, PITCH>(|kk| key_frag(k_now, kk), q_now, opaque(DK as u32))];
+            // dP^T = V dO^T and S^T = K Q^T: [16 MT keys x BM queries] per warp.
+            let mut dp =
+                scores_rolled::<T, MT, QN, QK, PITCH>(|mt, kk| key_frag(v_now, mt, kk), do_now, opaque(DK as u32));
+            let mut s =
+                scores_rolled::<T, MT, QN, QK, PITCH>(|mt, kk| key_frag(k_now, mt, kk), q_now, opaque(DK as u32));
 
             // P^T = exp(S - lse) and dS^T = P (dP - D), in place. Masking only where the
             // block crosses a mask boundary or the end of the queries.
             let full = r0 + BM as i32 <= sq && mask.covers(r0, r0 + BM as i32 - 1, n0, n0 + BN as i32);
-            let key0 = n0 + (kt * 16 + l / 4) as i32;
+            let key0 = n0 + (warp_key + l / 4) as i32;
             let (lse_now, delta_now) = (s_lse(stage), s_delta(stage));
             if p.softcap != 0 {
                 let pre = p.score_pre;
-                grad_scores(&mut s[0], &mut dp[0], lse_now, delta_now, p.score_log2, full, mask, r0, key0, |x| {
+                grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, full, mask, r0, key0, |x| {
                     let t = tanh_precise(x * pre);
                     (t, 1.0 - t * t)
                 });
             } else {
-                grad_scores(&mut s[0], &mut dp[0], lse_now, delta_now, p.score_log2, full, mask, r0, key0, |x| {
-                    (x, 1.0)
-                });
+                grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, full, mask, r0, key0, |x| (x, 1.0));
             }
-            let p_frag = to_a_frags::<T, QN, QK>(&s[0]);
-            let ds_frag = to_a_frags::<T, QN, QK>(&dp[0]);
+            let mut p_frag = [[FragA([0; 4]); QK]; MT];
+            let mut ds_frag = [[FragA([0; 4]); QK]; MT];
+            unroll::<MT, _>(|mt| {
+                p_frag[mt] = to_a_frags::<T, QN, QK>(&s[mt]);
+                ds_frag[mt] = to_a_frags::<T, QN, QK>(&dp[mt]);
+            });
 
             // dV += P^T dO and dK += dS^T Q on this warp's column slice.
-            accumulate_pv::<T, 1, QK, SN, PITCH>(&mut dv_acc, |_, kk| p_frag[kk], do_now.skip(slice * sw * 2), 0);
-            accumulate_pv::<T, 1, QK, SN, PITCH>(&mut dk_acc, |_, kk| ds_frag[kk], q_now.skip(slice * sw * 2), 0);
+            accumulate_pv::<T, MT, QK, SN, PITCH>(&mut dv_acc, |mt, kk| p_frag[mt][kk], do_now.skip(slice * sw * 2), 0);
+            accumulate_pv::<T, MT, QK, SN, PITCH>(&mut dk_acc, |mt, kk| ds_frag[mt][kk], q_now.skip(slice * sw * 2), 0);
 
             // dS^T to SRAM ([key][query], rounded as in the dK product): register e of
-            // A fragment kk is n-tile 2kk + e / 2, key row l / 4 + 8 (e % 2).
+            // A fragment kk is n-tile 2kk + e / 2, key row l / 4 + 8 (e % 2) of tile mt.
             if slice == 0 {
                 let ds_now = s_ds.pinned();
-                unroll::<QK, _>(|kk| {
-                    unroll::<4, _>(|e| {
-                        let key = kt * 16 + l / 4 + 8 * (e as u32 % 2);
-                        let col = (kk as u32 * 2 + e as u32 / 2) * 8 + (l % 4) * 2;
-                        unsafe { ds_now.st_b32(key * DSP + col * 2, ds_frag[kk].0[e]) };
+                unroll::<MT, _>(|mt| {
+                    unroll::<QK, _>(|kk| {
+                        unroll::<4, _>(|e| {
+                            let key = warp_key + mt as u32 * 16 + l / 4 + 8 * (e as u32 % 2);
+                            let col = (kk as u32 * 2 + e as u32 / 2) * 8 + (l % 4) * 2;
+                            unsafe { ds_now.st_b32(key * DSP + col * 2, ds_frag[mt][kk].0[e]) };
+                        })
                     })
                 });
             }
@@ -274,41 +285,43 @@ unsafe fn attn_bwd<
 
         // Epilogue: dK (times the softmax scale) and dV rounded to T, once.
         let (dk_hbm, dv_hbm) = (HbmMut::<u32>::from_addr(p.dk), HbmMut::<u32>::from_addr(p.dv));
-        unroll::<2, _>(|hf| {
-            let key = n0 + (kt * 16 + l / 4 + 8 * hf as u32) as i32;
-            if key < sk {
-                let at = kv_off + key as usize * k_rs;
-                unroll::<SN, _>(|sn| {
-                    let col = slice * sw + sn as u32 * 8 + (l % 4) * 2;
-                    if col < hd {
-                        let c = &dk_acc[0][sn].0;
-                        let dk = T::pack2(c[2 * hf] * p.scale, c[2 * hf + 1] * p.scale);
-                        let dv = T::pack2(dv_acc[0][sn].0[2 * hf], dv_acc[0][sn].0[2 * hf + 1]);
-                        // Two halves = one b32 at an even element index.
-                        unsafe {
-                            dk_hbm.store((at + col as usize) / 2, dk);
-                            dv_hbm.store((at + col as usize) / 2, dv);
+        unroll::<MT, _>(|mt| {
+            unroll::<2, _>(|hf| {
+                let key = n0 + (warp_key + mt as u32 * 16 + l / 4 + 8 * hf as u32) as i32;
+                if key < sk {
+                    let at = kv_off + key as usize * k_rs;
+                    unroll::<SN, _>(|sn| {
+                        let col = slice * sw + sn as u32 * 8 + (l % 4) * 2;
+                        if col < hd {
+                            let c = &dk_acc[mt][sn].0;
+                            let dk = T::pack2(c[2 * hf] * p.scale, c[2 * hf + 1] * p.scale);
+                            let dv = T::pack2(dv_acc[mt][sn].0[2 * hf], dv_acc[mt][sn].0[2 * hf + 1]);
+                            // Two halves = one b32 at an even element index.
+                            unsafe {
+                                dk_hbm.store((at + col as usize) / 2, dk);
+                                dv_hbm.store((at + col as usize) / 2, dv);
+                            }
                         }
-                    }
-                });
-            }
+                    });
+                }
+            })
         });
         nb += grid_x();
     }
 }
 
-/// The elementwise step of one warp's [16 keys x BM queries] tile, in place: s (= S^T,
+/// The elementwise step of one warp's [16 MT keys x BM queries] tile, in place: s (= S^T,
 /// the raw q.k) becomes P^T = exp(cap(s) score_log2 - lse) and dp (= dP^T) becomes
 /// dS^T = P (dP - D) cap'(s). `cap` gives (the capped score, its derivative). Lane l holds
-/// keys key0 and key0 + 8 and queries r0 + 8j + 2 (l % 4) + {0, 1} of n-tile j. Unless
-/// `full`, a pair the mask hides (or a query past seqlen_q) gets P = 0, and a query that
-/// sees a single key gets dS = 0 exactly (its softmax is the constant 1, whatever dP and
-/// D round to).
+/// keys key0 + 16 mt and key0 + 16 mt + 8 and queries r0 + 8j + 2 (l % 4) + {0, 1} of
+/// n-tile j. Unless `full`, a pair the mask hides (or a query past seqlen_q) gets P = 0,
+/// and a query that sees a single key gets dS = 0 exactly (its softmax is the constant
+/// 1, whatever dP and D round to).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn grad_scores<const QN: usize>(
-    s: &mut [FragC; QN],
-    dp: &mut [FragC; QN],
+fn grad_scores<const MT: usize, const QN: usize>(
+    s: &mut [[FragC; QN]; MT],
+    dp: &mut [[FragC; QN]; MT],
     s_lse: Sram,
     s_delta: Sram,
     score_log2: f32,
@@ -319,8 +332,6 @@ fn grad_scores<const QN: usize>(
     cap: impl Fn(f32) -> (f32, f32),
 ) {
     let l = lane();
-    // The queries [q_lo, q_hi] that see each of the lane's two keys, relative to r0.
-    let seen_by = [mask.queries_seeing(key0), mask.queries_seeing(key0 + 8)];
     unroll::<QN, _>(|j| {
         unroll::<2, _>(|i| {
             let col = j as u32 * 8 + (l % 4) * 2 + i as u32;
@@ -328,16 +339,21 @@ fn grad_scores<const QN: usize>(
             let delta = unsafe { s_delta.ld_f32(col * 4) };
             let query = r0 + col as i32;
             let single = !full && mask.sees_one_key(query);
-            unroll::<2, _>(|hf| {
-                let e = 2 * hf + i;
-                let (mut x, dcap) = cap(s[j].0[e]);
-                let (q_lo, q_hi) = seen_by[hf];
-                if !full && (query < q_lo) | (query > q_hi) {
-                    x = f32::NEG_INFINITY;
-                }
-                let pr = exp2(fma(x, score_log2, neg_lse));
-                s[j].0[e] = pr;
-                dp[j].0[e] = if single { 0.0 } else { pr * (dp[j].0[e] - delta) * dcap };
+            unroll::<MT, _>(|mt| {
+                unroll::<2, _>(|hf| {
+                    let e = 2 * hf + i;
+                    let (mut x, dcap) = cap(s[mt][j].0[e]);
+                    if !full {
+                        // The queries [q_lo, q_hi] that see this key.
+                        let (q_lo, q_hi) = mask.queries_seeing(key0 + (16 * mt + 8 * hf) as i32);
+                        if (query < q_lo) | (query > q_hi) {
+                            x = f32::NEG_INFINITY;
+                        }
+                    }
+                    let pr = exp2(fma(x, score_log2, neg_lse));
+                    s[mt][j].0[e] = pr;
+                    dp[mt][j].0[e] = if single { 0.0 } else { pr * (dp[mt][j].0[e] - delta) * dcap };
+                })
             });
         })
     });
@@ -353,6 +369,7 @@ macro_rules! bwd_entry {
                     $t,
                     { TL.d },
                     { TL.warps },
+                    { TL.m_tiles as usize },
                     { TL.block_m },
                     { TL.d_split },
                     { TL.block_n() },

@@ -14,18 +14,10 @@ pub(crate) fn forward<T: Element>(
     v: &GpuTensor<T>,
     p: &Problem,
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
-    let tile = fwd_tile_for(p.head_dim as u32).ok_or_else(|| Error::Value {
-        arg: "head_dim",
-        got: p.head_dim.to_string(),
-        expected: "at most 256".into(),
-    })?;
+    let tile = fwd_tile_for(p.head_dim as u32).ok_or_else(|| head_dim_error(p))?;
     // Limits of the launch, checked before anything is allocated: positions are i32 in
     // the kernel, and batch x heads_q is the grid's y dimension.
-    for (arg, n) in [("seqlen_q", p.seqlen_q), ("seqlen_k", p.seqlen_k)] {
-        if n > i32::MAX as usize {
-            return Err(Error::Value { arg, got: n.to_string(), expected: format!("at most {}", i32::MAX) });
-        }
-    }
+    check_positions(p)?;
     if p.batch * p.heads_q > 65535 {
         return Err(Error::Shape {
             arg: "q",
@@ -68,4 +60,19 @@ pub(crate) fn forward<T: Element>(
     };
     gpu.launch(&kernel, cfg, &params)?;
     Ok((o, lse))
+}
+
+/// The error for a head dim no kernel tile covers (validation rules it out first).
+pub(super) fn head_dim_error(p: &Problem) -> Error {
+    Error::Value { arg: "head_dim", got: p.head_dim.to_string(), expected: "at most 256".into() }
+}
+
+/// Positions are i32 in the attention kernels: both lengths at most i32::MAX.
+pub(super) fn check_positions(p: &Problem) -> Result<()> {
+    for (arg, n) in [("seqlen_q", p.seqlen_q), ("seqlen_k", p.seqlen_k)] {
+        if n > i32::MAX as usize {
+            return Err(Error::Value { arg, got: n.to_string(), expected: format!("at most {}", i32::MAX) });
+        }
+    }
+    Ok(())
 }

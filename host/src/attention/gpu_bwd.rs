@@ -11,6 +11,7 @@
 //! (4 x head_dim bytes per row and head, times `splits` in the deterministic mode):
 //! O(N), nothing N x N.
 
+use super::gpu::{check_positions, head_dim_error};
 use super::{AttentionGrads, Problem};
 use crate::kernels::attention::backward::{AttnBwdParams, AttnBwdRowParams, BWD_ROW_THREADS, bwd_tile_for};
 use crate::runtime::{GpuTensor, LaunchGrid};
@@ -28,18 +29,10 @@ pub(crate) fn backward<T: Element>(
     p: &Problem,
     deterministic: bool,
 ) -> Result<AttentionGrads<T>> {
-    let tile = bwd_tile_for(p.head_dim as u32).ok_or_else(|| Error::Value {
-        arg: "head_dim",
-        got: p.head_dim.to_string(),
-        expected: "at most 256".into(),
-    })?;
+    let tile = bwd_tile_for(p.head_dim as u32).ok_or_else(|| head_dim_error(p))?;
     // Launch limits, checked before anything is allocated: positions are i32 in the
     // kernels, rows are u32, and batch x heads_kv is the main grid's y dimension.
-    for (arg, n) in [("seqlen_q", p.seqlen_q), ("seqlen_k", p.seqlen_k)] {
-        if n > i32::MAX as usize {
-            return Err(Error::Value { arg, got: n.to_string(), expected: format!("at most {}", i32::MAX) });
-        }
-    }
+    check_positions(p)?;
     let rows = p.batch * p.heads_q * p.seqlen_q;
     if rows > (u32::MAX - BWD_ROW_THREADS) as usize {
         return Err(Error::Shape {

@@ -150,13 +150,13 @@ impl BwdTile {
     /// Shape rules the kernel relies on.
     pub const fn valid(self) -> bool {
         let cs = self.dq_col_split();
-        self.d % 16 == 0
-            && self.block_m % 16 == 0
-            && self.warps % self.d_split == 0
-            && (self.d / self.d_split) % 16 == 0
+        self.d.is_multiple_of(16)
+            && self.block_m.is_multiple_of(16)
+            && self.warps.is_multiple_of(self.d_split)
+            && (self.d / self.d_split).is_multiple_of(16)
             && cs >= 1
             && cs * (self.block_m / 16) == self.warps
-            && (self.d / cs) % 16 == 0
+            && (self.d / cs).is_multiple_of(16)
     }
 }
 

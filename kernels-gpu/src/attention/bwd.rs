@@ -226,11 +226,11 @@ unsafe fn attn_bwd<
 
             // dQ (this warp's 16 rows x CN n-tiles) = dS K: dS read from dS^T with
             // ldmatrix.trans (keys are its k dimension), K transposed as in P V.
-            let mut dq = [[FragC::zero(); CN]; 1];
+            let mut dq = [FragC::zero(); CN];
             let ds_lane = (l % 8 + (l / 16) * 8) * DSP + (rt * 16 + ((l / 8) % 2) * 8) * 2;
             let ds_now = s_ds.pinned();
             accumulate_rolled::<T, CN, PITCH>(
-                &mut dq[0],
+                &mut dq,
                 |kk| FragA(unsafe { ldmatrix_x4_trans(ds_now.byte(ds_lane + kk * 16 * DSP)) }),
                 k_now.skip(chunk * cw * 2),
                 opaque(NK as u32),
@@ -257,7 +257,7 @@ unsafe fn attn_bwd<
                 unroll::<2, _>(|hf| {
                     unroll::<CN, _>(|cn| {
                         if let Some(dst) = at(hf, cn) {
-                            let c = &dq[0][cn].0;
+                            let c = &dq[cn].0;
                             unsafe {
                                 dst.store(0, old[hf][cn][0] + c[2 * hf]);
                                 dst.store(1, old[hf][cn][1] + c[2 * hf + 1]);
@@ -269,7 +269,7 @@ unsafe fn attn_bwd<
                 unroll::<2, _>(|hf| {
                     unroll::<CN, _>(|cn| {
                         if let Some(dst) = at(hf, cn) {
-                            let c = &dq[0][cn].0;
+                            let c = &dq[cn].0;
                             unsafe {
                                 red_add_f32(dst.ptr(), c[2 * hf]);
                                 red_add_f32(dst.ptr().add(1), c[2 * hf + 1]);
@@ -332,6 +332,13 @@ fn grad_scores<const MT: usize, const QN: usize>(
     cap: impl Fn(f32) -> (f32, f32),
 ) {
     let l = lane();
+    // The queries [q_lo, q_hi] that see each of the lane's keys (used only when not full).
+    let mut seen_by = [[(0, 0); 2]; MT];
+    if !full {
+        unroll::<MT, _>(|mt| {
+            unroll::<2, _>(|hf| seen_by[mt][hf] = mask.queries_seeing(key0 + (16 * mt + 8 * hf) as i32))
+        });
+    }
     unroll::<QN, _>(|j| {
         unroll::<2, _>(|i| {
             let col = j as u32 * 8 + (l % 4) * 2 + i as u32;
@@ -343,12 +350,9 @@ fn grad_scores<const MT: usize, const QN: usize>(
                 unroll::<2, _>(|hf| {
                     let e = 2 * hf + i;
                     let (mut x, dcap) = cap(s[mt][j].0[e]);
-                    if !full {
-                        // The queries [q_lo, q_hi] that see this key.
-                        let (q_lo, q_hi) = mask.queries_seeing(key0 + (16 * mt + 8 * hf) as i32);
-                        if (query < q_lo) | (query > q_hi) {
-                            x = f32::NEG_INFINITY;
-                        }
+                    let (q_lo, q_hi) = seen_by[mt][hf];
+                    if !full && ((query < q_lo) | (query > q_hi)) {
+                        x = f32::NEG_INFINITY;
                     }
                     let pr = exp2(fma(x, score_log2, neg_lse));
                     s[mt][j].0[e] = pr;

@@ -332,13 +332,6 @@ fn grad_scores<const MT: usize, const QN: usize>(
     cap: impl Fn(f32) -> (f32, f32),
 ) {
     let l = lane();
-    // The queries [q_lo, q_hi] that see each of the lane's keys (used only when not full).
-    let mut seen_by = [[(0, 0); 2]; MT];
-    if !full {
-        unroll::<MT, _>(|mt| {
-            unroll::<2, _>(|hf| seen_by[mt][hf] = mask.queries_seeing(key0 + (16 * mt + 8 * hf) as i32))
-        });
-    }
     unroll::<QN, _>(|j| {
         unroll::<2, _>(|i| {
             let col = j as u32 * 8 + (l % 4) * 2 + i as u32;
@@ -350,9 +343,13 @@ fn grad_scores<const MT: usize, const QN: usize>(
                 unroll::<2, _>(|hf| {
                     let e = 2 * hf + i;
                     let (mut x, dcap) = cap(s[mt][j].0[e]);
-                    let (q_lo, q_hi) = seen_by[mt][hf];
-                    if !full && ((query < q_lo) | (query > q_hi)) {
-                        x = f32::NEG_INFINITY;
+                    if !full {
+                        // The queries [q_lo, q_hi] that see this key, recomputed here rather
+                        // than held per key: 4 MT more live registers spill the d=64 tile.
+                        let (q_lo, q_hi) = mask.queries_seeing(key0 + (16 * mt + 8 * hf) as i32);
+                        if (query < q_lo) | (query > q_hi) {
+                            x = f32::NEG_INFINITY;
+                        }
                     }
                     let pr = exp2(fma(x, score_log2, neg_lse));
                     s[mt][j].0[e] = pr;

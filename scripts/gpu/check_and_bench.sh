@@ -5,8 +5,8 @@
 # benchmarks (norm; attention and the selective scan against torch, each in one run;
 # conv1d and the decode steps against the copy bandwidth). Logs under $LOGS.
 #
-#   ONLY=tests|bench_attention|bench_attention_bwd|bench_scan|bench_scan_bwd|bench_decode|bench_conv gpu/check_and_bench.sh
-#   runs one part (the GPU tool stops a call after 10 minutes; each part fits one)
+#   [QUICK=1] [ONLY=tests|bench_PART] gpu/check_and_bench.sh
+#   runs one part (PART: a part of gpu/bench_all.sh, e.g. bench_attention, bench_summary)
 cd "$(dirname "$0")/.."
 export LOGS="${LOGS:-logs}"
 mkdir -p "$LOGS"
@@ -44,25 +44,10 @@ if part tests; then
   for dt in bf16 f16 f32; do
     timeout 120 examples/mamba_block --dtype $dt --batch 4 --prompt-len 256 --generate 32 2>&1 | tee "$LOGS/mamba_block_$dt.txt"
   done
-  timeout 120 examples/bench_norm >"$LOGS/bench_norm.json" 2>"$LOGS/bench_norm.txt"; cat "$LOGS/bench_norm.txt"
 fi
-if part bench_attention; then
-  timeout 300 python3 gpu/bench_attention.py examples/bench_attention --out "$LOGS" 2>&1 | tee "$LOGS/bench_attention.txt"
-fi
-if part bench_attention_bwd; then
-  timeout 540 python3 gpu/bench_attention.py examples/bench_attention --bwd ${QUICK:+--quick} --out "$LOGS" 2>&1 \
-    | tee "$LOGS/bench_attention_bwd.txt"
-fi
-if part bench_scan; then
-  timeout 540 python3 gpu/bench_scan.py examples/bench_scan --fwd-only --out "$LOGS" 2>&1 | tee "$LOGS/bench_scan.txt"
-fi
-if part bench_scan_bwd; then
-  timeout 540 python3 gpu/bench_scan.py examples/bench_scan --bwd-only ${QUICK:+--quick} --out "$LOGS" 2>&1 \
-    | tee "$LOGS/bench_scan_bwd.txt"
-fi
-if part bench_decode; then
-  timeout 400 python3 gpu/bench_decode.py examples/bench_decode --out "$LOGS" 2>&1 | tee "$LOGS/bench_decode.txt"
-fi
-if part bench_conv; then
-  timeout 300 examples/bench_conv >"$LOGS/bench_conv.json" 2>"$LOGS/bench_conv.txt"; cat "$LOGS/bench_conv.txt"
+# The benchmarks: gpu/bench_all.sh's parts (ONLY=bench_X runs its part X).
+if [ -z "${ONLY:-}" ]; then
+  gpu/bench_all.sh ${QUICK:+--quick}
+elif [ "${ONLY#bench_}" != "$ONLY" ]; then
+  ONLY="${ONLY#bench_}" gpu/bench_all.sh ${QUICK:+--quick}
 fi

@@ -5,7 +5,7 @@
 use super::conv::{Conv1dGrads, Conv1dOptions, Conv1dOutput, ConvShape};
 use crate::kernels::conv::{
     CONV_BWD_VECS, CONV_FWD_VECS, CONV_PARTIAL, CONV_REDUCE_THREADS, CONV_THREADS, CONV_WARPS, ConvParams,
-    ConvReduceParams, ConvSmem, conv_segments,
+    ConvReduceParams, ConvSmem, conv_fwd_segments, conv_segments,
 };
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::tensor::device_addr_or_0 as addr;
@@ -74,7 +74,7 @@ pub(super) fn forward<T: Element>(
     let y = GpuTensor::<T>::uninit(&gpu, &[s.batch, s.dim, seqlen])?;
     let final_state = GpuTensor::<T>::uninit(&gpu, &[s.batch, s.dim, w1])?;
     let eb = T::DTYPE.size_bytes();
-    let segments = conv_segments(seqlen as u32, eb, CONV_FWD_VECS);
+    let segments = conv_fwd_segments(seqlen as u32, eb);
     let params = ConvParams {
         y: y.device_addr(),
         final_state: final_state.device_addr(),

@@ -123,7 +123,8 @@ unsafe fn conv1d_bwd<T: Elem>(p: &ConvParams) {
         } else {
             Hbm::from_addr(0)
         };
-        let xs = RowSrc { src: Hbm::<T>::from_addr(p.x).offset(row * l), init, seqlen: l, nvec, w1, aligned };
+        let xs =
+            RowSrc { src: Hbm::<T>::from_addr(p.x).offset(row * l), init, seqlen: l, w1, shift: 0, vec_loads: aligned };
         let dys = RowSrc { src: Hbm::<T>::from_addr(p.dy).offset(row * l), init: Hbm::from_addr(0), ..xs };
         let dx = HbmMut::<T>::from_addr(p.dx).offset(row * l);
         let dfin =

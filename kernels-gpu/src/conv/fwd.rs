@@ -6,7 +6,8 @@
 //!   regs          the reversed weights (8), bias; per output one FMA per tap
 //!   regs -> HBM   y, 16-byte stores; the final state (w1 elements) by the row's last task
 //! HBM sees x once (plus 16 bytes per 2 KiB step re-read through L2 for the halo) and y
-//! once: the floor. SRAM: ConvSmem::new(CONV_FWD_VECS, .., false), 16.5 KiB per CTA.
+//! once: the floor. Rows that do not start on a 16-byte boundary are walked in the
+//! tensor's vectors (mod.rs), so they move by cp.async and 16-byte stores too. SRAM: ConvSmem::new(CONV_FWD_VECS, .., false), 16.5 KiB per CTA.
 
 use super::point::conv_point;
 use super::stage::RowSrc;
@@ -62,8 +63,7 @@ unsafe fn conv1d_fwd<T: Elem>(p: &ConvParams) {
     let ln = lane() as i64;
     let (l, dim, segs) = (p.seqlen as usize, p.dim as usize, p.segments as usize);
     let w1 = p.width as usize - 1;
-    let nvec = conv_row_vecs(p.seqlen, T::BYTES) as i64;
-    let aligned = (l * T::BYTES as usize) % 16 == 0;
+    let lanes = T::LANES as i64;
     let tasks = p.batch as usize * dim * segs;
     let body = lay.body as i64;
     let mut task = (block_x() * CONV_WARPS + warp()) as usize;
@@ -75,15 +75,22 @@ unsafe fn conv1d_fwd<T: Elem>(p: &ConvParams) {
         } else {
             Hbm::from_addr(0)
         };
-        let src = RowSrc { src: Hbm::<T>::from_addr(p.x).offset(row * l), init, seqlen: l, nvec, w1, aligned };
+        // The row in the tensor's 16-byte vectors: vector gv holds elements
+        // gv * lanes - shift .. (shift = 0 when rows are whole vectors).
+        let shift = ((row * l) % T::LANES) as i64;
+        let nvec = (shift + l as i64 + lanes - 1) / lanes;
+        let src = RowSrc { src: Hbm::<T>::from_addr(p.x).offset(row * l), init, seqlen: l, w1, shift, vec_loads: true };
         let y = HbmMut::<T>::from_addr(p.y).offset(row * l);
         let v0 = (seg * CONV_SEG_STEPS as usize) as i64 * body;
-        let left = ((nvec - v0) as u64).div_ceil(lay.body as u64);
+        // This row may need one segment fewer than the launch's (a small shift).
+        let left = if v0 < nvec { ((nvec - v0) as u64).div_ceil(lay.body as u64) } else { 0 };
         let steps = if left < CONV_SEG_STEPS as u64 { left as u32 } else { CONV_SEG_STEPS };
 
         // Every lane is done with the previous task's stages.
         sync_warp();
-        unsafe { src.stage_step::<VECS>(lay, region, 0, 0, v0, true, false) };
+        if steps > 0 {
+            unsafe { src.stage_step::<VECS>(lay, region, 0, 0, v0, true, false) };
+        }
         commit();
         let mut s = 0;
         while s < steps {
@@ -110,13 +117,16 @@ unsafe fn conv1d_fwd<T: Elem>(p: &ConvParams) {
                     if p.silu != 0 {
                         unroll::<8, _>(|e| o[e] = silu(o[e]));
                     }
-                    let t0 = gv as usize * T::LANES;
-                    if aligned {
-                        unsafe { y.store_v4(t0, T::pack_v4(&o)) };
+                    // A vector wholly inside the row is one aligned 16-byte store; the
+                    // row's first and last (shared with its neighbours) go by element.
+                    let t0 = gv * lanes - shift;
+                    if t0 >= 0 && t0 + lanes <= l as i64 {
+                        unsafe { y.store_v4(t0 as usize, T::pack_v4(&o)) };
                     } else {
                         unroll::<8, _>(|e| {
-                            if e < T::LANES && t0 + e < l {
-                                unsafe { y.store(t0 + e, T::from_f32(o[e])) };
+                            let t = t0 + e as i64;
+                            if e < T::LANES && t >= 0 && t < l as i64 {
+                                unsafe { y.store(t as usize, T::from_f32(o[e])) };
                             }
                         });
                     }

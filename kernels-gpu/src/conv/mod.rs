@@ -17,7 +17,12 @@
 //! `bar.warp.sync`, never a block barrier.
 //!
 //! Rows that are not a whole number of 16-byte vectors (seqlen x elem % 16 != 0) start
-//! unaligned: those are staged element by element (same SRAM layout, same compute).
+//! `shift` = (row x seqlen) % lanes elements past a 16-byte boundary. The forward walks
+//! such a row in the 16-byte vectors of the whole tensor (vector gv of the row holds its
+//! elements gv x lanes - shift ..): the vectors wholly inside the row still move by
+//! cp.async and 16-byte stores, and only the first and last vector of a row (shared with
+//! its neighbours) are staged and stored element by element. The backward stages such
+//! rows element by element (same SRAM layout, same compute).
 
 #[cfg(target_arch = "nvptx64")]
 mod bwd;
@@ -51,6 +56,21 @@ pub const CONV_PARTIAL: u32 = CONV_MAX_WIDTH + 1;
 pub const fn conv_row_vecs(seqlen: u32, elem_bytes: u32) -> u32 {
     let lanes = 16 / elem_bytes;
     seqlen.div_ceil(lanes)
+}
+
+/// The most 16-byte vectors of the tensor that one row of `seqlen` elements touches:
+/// ceil(seqlen / lanes) when rows are aligned, ceil((seqlen + lanes - 1) / lanes) when a
+/// row may start up to lanes - 1 elements past a vector's start (the forward's mapping).
+pub const fn conv_row_vecs_shifted(seqlen: u32, elem_bytes: u32) -> u32 {
+    let lanes = 16 / elem_bytes;
+    if seqlen.is_multiple_of(lanes) { seqlen / lanes } else { (seqlen + lanes - 1).div_ceil(lanes) }
+}
+
+/// Forward segments (warp tasks) per row: enough for the shifted mapping's vectors.
+pub const fn conv_fwd_segments(seqlen: u32, elem_bytes: u32) -> u32 {
+    let per_seg = 32 * CONV_FWD_VECS * CONV_SEG_STEPS;
+    let s = conv_row_vecs_shifted(seqlen, elem_bytes).div_ceil(per_seg);
+    if s == 0 { 1 } else { s }
 }
 
 /// Segments (warp tasks) per row for `vecs` vectors per lane per step.
@@ -180,5 +200,12 @@ mod tests {
         assert_eq!(conv_segments(4097, 2, CONV_FWD_VECS), 2);
         assert_eq!(conv_segments(1, 4, CONV_FWD_VECS), 1);
         assert_eq!(conv_row_vecs(9, 2), 2);
+        // Shifted rows: 9 bf16 from element 7 of a vector touch 3 vectors.
+        assert_eq!(conv_row_vecs_shifted(9, 2), 3);
+        assert_eq!(conv_row_vecs_shifted(16, 2), 2);
+        assert_eq!(conv_row_vecs_shifted(5, 4), 3);
+        assert_eq!(conv_fwd_segments(4096, 2), 1);
+        assert_eq!(conv_fwd_segments(4095, 2), 2);
+        assert_eq!(conv_fwd_segments(4089, 2), 1);
     }
 }

@@ -33,13 +33,14 @@ const NORM: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 /// cp.async K/V streaming, ex2 softmax.
 const ATTN_FWD: &[&str] = &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"];
 /// The split-KV decode kernel: the forward's tensor-core block step, a paged or
-/// contiguous cp.async stream of K/V, the warps' merge through SRAM (16-byte reads), and
-/// the last CTA's merge of the splits (an acq_rel count, GPU-scope 16-byte reads).
+/// contiguous cp.async stream of K/V (with the L2 prefetch hint), the warps' merge
+/// through SRAM (16-byte reads), and the last CTA's merge of the splits (an acq_rel
+/// count, GPU-scope 16-byte reads).
 const ATTN_SPLIT: &[&str] = &[
     MMA,
     LDMATRIX,
     "ldmatrix.sync.aligned.m8n8.x4.trans",
-    CP_ASYNC,
+    "cp.async.cg.shared.global.L2::128B",
     "ex2.approx",
     "ld.shared.v4",
     "atom.acq_rel.gpu.global.add.u32",

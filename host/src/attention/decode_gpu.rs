@@ -107,7 +107,7 @@ pub(super) fn decode<T: Element>(
 
     let longest = cache.seqlens.iter().max().copied().unwrap_or(0) + p.seqlen_new;
     let ctas = (p.batch * p.heads_kv * row_blocks) as u32;
-    let per_sm = ((gpu.smem_optin() + 1024) / (tile.smem_bytes() + 1024)).max(1);
+    let per_sm = ((gpu.smem_optin() + 1024) / (tile.smem_bytes() + 1024)).clamp(1, tile.fill_per_sm);
     let splits = match p.num_splits {
         Some(n) => n as u32,
         None => default_splits(ctas, gpu.sm_count() * per_sm, longest.div_ceil(SPLIT_BLOCK_N as usize) as u32),

@@ -111,6 +111,8 @@ pub struct SplitTile {
     pub block_n: u32,
     /// K/V pipeline depth (block i + stages - 1 loads while block i is computed).
     pub stages: u32,
+    /// CTAs per SM that the default split count fills (at most as many as fit).
+    pub fill_per_sm: u32,
 }
 
 /// Query rows per split-KV CTA (one m16 tile shared by the warps).
@@ -139,8 +141,8 @@ impl SplitTile {
     }
 }
 
-const fn s(d: u32, warps: u32, block_n: u32, stages: u32) -> SplitTile {
-    let t = SplitTile { d, warps, block_n, stages };
+const fn s(d: u32, warps: u32, block_n: u32, stages: u32, fill_per_sm: u32) -> SplitTile {
+    let t = SplitTile { d, warps, block_n, stages, fill_per_sm };
     assert!(block_n == 16 * warps && t.merge_bytes() <= t.smem_bytes() - SPLIT_ROWS * t.pitch());
     t
 }
@@ -151,9 +153,13 @@ const fn s(d: u32, warps: u32, block_n: u32, stages: u32) -> SplitTile {
 //   d=64:  4 warps x 16 keys, 3 stages: (16 + 384) x 144 B =  56 KiB (3 CTAs / SM)
 //   d=128: 4 warps x 16 keys, 3 stages: (16 + 384) x 272 B = 106 KiB (2 CTAs / SM)
 //   d=256: 4 warps x 16 keys, 2 stages: (16 + 256) x 528 B = 140 KiB (1 CTA / SM)
-pub const SPLIT_D64: SplitTile = s(64, 4, 64, 3);
-pub const SPLIT_D128: SplitTile = s(128, 4, 64, 3);
-pub const SPLIT_D256: SplitTile = s(256, 4, 64, 2);
+// The default split count fills one CTA per SM at d=128: one CTA (64 KiB in flight)
+// streams as fast as two, and half the splits halve the merge (H100, 2026-11-22:
+// GQA 8 kv heads, L=32k: 16 splits 57.7 us, 32 splits 60.8 us, 12 and 24 splits 63.3
+// and 62.9 us). d=64 fills its 3 resident CTAs (not measured again); d=256 holds one.
+pub const SPLIT_D64: SplitTile = s(64, 4, 64, 3, 3);
+pub const SPLIT_D128: SplitTile = s(128, 4, 64, 3, 1);
+pub const SPLIT_D256: SplitTile = s(256, 4, 64, 2, 1);
 pub const SPLIT_TILES: [SplitTile; 3] = [SPLIT_D64, SPLIT_D128, SPLIT_D256];
 
 /// Keys per block of every split tile: a paged cache's page size must be a multiple.
@@ -168,7 +174,8 @@ pub fn split_tile_for(head_dim: u32) -> Option<SplitTile> {
 pub const MAX_SPLITS: u32 = 128;
 
 /// The default number of splits: enough CTAs for one full wave of the GPU, no more.
-/// `ctas` = batch x heads_kv x row blocks; `slots` = SMs x CTAs resident per SM;
+/// `ctas` = batch x heads_kv x row blocks; `slots` = SMs x the tile's `fill_per_sm`
+/// (at most the CTAs resident per SM);
 /// `key_blocks` = the longest sequence's key blocks. Each split keeps at least 4 key
 /// blocks (256 keys) so that its fixed costs (Q load, the warps' merge, the splits'
 /// merge) stay small. One wave exactly, not more: a second, partial wave would cost as
@@ -213,6 +220,12 @@ mod tests {
 
     #[test]
     fn default_splits_fill_one_wave() {
+        // d=128 on 132 SMs fills 132 slots: b=1, 32 kv heads, 32k keys: 4 splits; 8 kv
+        // heads: 16; b=8 with 8 kv heads: 2; b=3 with 32 kv heads: 1.
+        assert_eq!(default_splits(32, 132, 512), 4);
+        assert_eq!(default_splits(8, 132, 512), 16);
+        assert_eq!(default_splits(64, 132, 128), 2);
+        assert_eq!(default_splits(96, 132, 512), 1);
         // b=1, 32 kv heads, 32k keys, 264 slots: 8 splits = 256 CTAs.
         assert_eq!(default_splits(32, 264, 512), 8);
         // GQA 8 kv heads: 33 slots per CTA, but 16 blocks each fill only 32 splits.

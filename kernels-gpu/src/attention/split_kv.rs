@@ -4,18 +4,20 @@
 //! kv_head x group + r % group, so one pass over the cache serves the whole group.
 //!
 //! Memory story:
-//!   HBM  -> SRAM  Q rows once; K, V key blocks (64 keys), STAGES deep, cp.async, through
-//!                 the page table when the cache is paged
+//!   HBM  -> SRAM  Q rows once; K, V key blocks (64 keys), STAGES deep, cp.async with the
+//!                 L2 prefetch hint, through the page table when the cache is paged
 //!   SRAM -> regs  ldmatrix: Q and K plain, V transposed; warp w loads and takes keys
 //!                 16w..16w+15 of every block, so the warps stream independently
 //!   regs          S, P, each warp's O accumulator and softmax state (16 rows)
 //!   SRAM          the warps' (max, sum, O) merged once at the end
 //!   regs -> HBM   o and lse (one split), or the split's f32 o and lse, once
+//!   HBM  -> regs  (splits > 1) the last CTA of the row block to finish reads every
+//!                 split's o and lse back (from L2) and writes o and lse (`combine.rs`)
 
 use super::block::{Mask, accumulate_pv, inv_row_sum, mask_scores, online_softmax, row_lse, scores, softcap};
 use super::combine::{MergeRow, merge_row};
 use super::decode::{AttnSplitParams, SPLIT_D64, SPLIT_D128, SPLIT_D256, SPLIT_ROWS};
-use super::tile::load_tile;
+use super::tile::load_tile_prefetch;
 use crate::device::atomic::{atom_add_acq_rel_u32, fence_gpu};
 use crate::device::cp_async::{commit, cp_async_16, wait_group};
 use crate::device::ldmatrix::ldmatrix_x4;
@@ -112,8 +114,8 @@ unsafe fn attn_split<
         let (row0, rows_valid) = (row0 + (key0 as usize) * k_rs, len - first as i32 - key0 as i32);
         let at = key0 * PITCH;
         unsafe {
-            load_tile::<D, PITCH>(16, 32, l, s_k(st).skip(at), k_hbm.offset(row0), k_rs, rows_valid, hd);
-            load_tile::<D, PITCH>(16, 32, l, s_v(st).skip(at), v_hbm.offset(row0), k_rs, rows_valid, hd);
+            load_tile_prefetch::<D, PITCH>(16, 32, l, s_k(st).skip(at), k_hbm.offset(row0), k_rs, rows_valid, hd);
+            load_tile_prefetch::<D, PITCH>(16, 32, l, s_v(st).skip(at), v_hbm.offset(row0), k_rs, rows_valid, hd);
         }
     };
 

@@ -17,9 +17,9 @@
 use super::block::{Mask, accumulate_pv, inv_row_sum, mask_scores, online_softmax, row_lse, scores, softcap};
 use super::combine::{MergeRow, merge_row};
 use super::decode::{AttnSplitParams, SPLIT_D64, SPLIT_D128, SPLIT_D256, SPLIT_ROWS};
-use super::tile::load_tile_prefetch;
+use super::tile::load_tile_by;
 use crate::device::atomic::{atom_add_acq_rel_u32, fence_gpu};
-use crate::device::cp_async::{commit, cp_async_16, wait_group};
+use crate::device::cp_async::{commit, cp_async_16, cp_async_16_prefetch, wait_group};
 use crate::device::ldmatrix::ldmatrix_x4;
 use crate::device::math::{exp2, max};
 use crate::device::thread::{block_x, block_y, block_z, grid_y, lane, sync_threads, sync_warp, tid, warp};
@@ -113,9 +113,11 @@ unsafe fn attn_split<
         // This warp's 16 keys only: it alone reads them (no CTA barrier per block).
         let (row0, rows_valid) = (row0 + (key0 as usize) * k_rs, len - first as i32 - key0 as i32);
         let at = key0 * PITCH;
+        // Whole rows read once: the copies ask L2 for whole 128-byte lines.
+        let copy = |d, s, n| unsafe { cp_async_16_prefetch(d, s, n) };
         unsafe {
-            load_tile_prefetch::<D, PITCH>(16, 32, l, s_k(st).skip(at), k_hbm.offset(row0), k_rs, rows_valid, hd);
-            load_tile_prefetch::<D, PITCH>(16, 32, l, s_v(st).skip(at), v_hbm.offset(row0), k_rs, rows_valid, hd);
+            load_tile_by::<D, PITCH>(copy, 16, 32, l, s_k(st).skip(at), k_hbm.offset(row0), k_rs, rows_valid, hd);
+            load_tile_by::<D, PITCH>(copy, 16, 32, l, s_v(st).skip(at), v_hbm.offset(row0), k_rs, rows_valid, hd);
         }
     };
 

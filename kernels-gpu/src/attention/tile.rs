@@ -3,7 +3,7 @@
 //! columns past the real head dim arrive as zeros (cp.async zero-fill), so the tensor
 //! cores can run on whole tiles.
 
-use crate::device::cp_async::{cp_async_16, cp_async_16_prefetch};
+use crate::device::cp_async::cp_async_16;
 use crate::device::{Hbm, Sram};
 
 /// Issues the copies of rows [0, rows) of `src` (row `r` at `src + r * row_stride`
@@ -27,26 +27,11 @@ pub unsafe fn load_tile<const D: u32, const PITCH: u32>(
     unsafe { load_tile_by::<D, PITCH>(copy, rows, threads, t, dst, src, row_stride, rows_valid, head_dim) }
 }
 
-/// [`load_tile`] with the L2 prefetch hint on every copy ([`cp_async_16_prefetch`]).
-#[inline(always)]
-pub unsafe fn load_tile_prefetch<const D: u32, const PITCH: u32>(
-    rows: u32,
-    threads: u32,
-    t: u32,
-    dst: Sram,
-    src: Hbm<u16>,
-    row_stride: usize,
-    rows_valid: i32,
-    head_dim: u32,
-) {
-    let copy = |d, s, n| unsafe { cp_async_16_prefetch(d, s, n) };
-    unsafe { load_tile_by::<D, PITCH>(copy, rows, threads, t, dst, src, row_stride, rows_valid, head_dim) }
-}
-
-/// The chunk loop of both, `copy(dst, src, src_bytes)` issuing each 16-byte copy.
+/// [`load_tile`] with `copy(dst, src, src_bytes)` issuing each 16-byte copy (e.g.
+/// [`crate::device::cp_async::cp_async_16_prefetch`], the split-KV decode's K/V stream).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn load_tile_by<const D: u32, const PITCH: u32>(
+pub unsafe fn load_tile_by<const D: u32, const PITCH: u32>(
     copy: impl Fn(u32, *const u8, u32),
     rows: u32,
     threads: u32,

@@ -4,8 +4,10 @@
 //! events, the cache already resident: no append) and the fraction of the device-to-device
 //! copy bandwidth, measured in the same run, spent reading K and V. One JSON object per
 //! line on stdout, a table on stderr; `gpu/bench_decode.py` runs it beside torch.
+//! `--splits N,M,..` also times each case with those split counts (the default is
+//! reported as splits 0), for tuning the heuristic.
 //!
-//!     cargo run --release --example bench_decode [-- --quick]
+//!     cargo run --release --example bench_decode [-- --quick] [--splits 4,16]
 
 use flashscan::attention::{DecodeOptions, KvCache, decode};
 use flashscan::runtime::GpuTensor;
@@ -36,7 +38,7 @@ fn device_random(shape: &[usize], seed: u64) -> Result<Tensor<bf16>> {
     Ok(Tensor::Cuda(GpuTensor::from_vec(&gpu, data, shape)?))
 }
 
-fn case(batch: usize, heads_kv: usize, len: usize, paged: bool, copy: f64) -> Result<()> {
+fn case(batch: usize, heads_kv: usize, len: usize, paged: bool, copy: f64, splits: &[usize]) -> Result<()> {
     let gpu = Device::Cuda(0).gpu()?;
     let shape = if paged { [batch * len.div_ceil(PAGE), PAGE, heads_kv, D] } else { [batch, len, heads_kv, D] };
     let (k, v) = (device_random(&shape, 1)?, device_random(&shape, 2)?);
@@ -53,22 +55,28 @@ fn case(batch: usize, heads_kv: usize, len: usize, paged: bool, copy: f64) -> Re
         KvCache::from_contiguous(k, v, &lens)?
     };
     let q = device_random(&[batch, 1, HEADS, D], 3)?;
-    let opts = DecodeOptions::default();
     let iters = if len * batch >= 1 << 20 { 50 } else { 200 };
-    let mut t = time_ms(&gpu, 5, iters, |_| decode(&q, &mut cache, None, None, &opts).map(|_| ()))?;
-    let ms = median(&mut t) as f64;
+    for n in std::iter::once(0).chain(splits.iter().copied()) {
+        let opts = DecodeOptions { num_splits: (n > 0).then_some(n), ..Default::default() };
+        let mut t = time_ms(&gpu, 5, iters, |_| decode(&q, &mut cache, None, None, &opts).map(|_| ()))?;
+        report(batch, heads_kv, len, paged, n, median(&mut t) as f64, copy);
+    }
+    Ok(())
+}
+
+/// One JSON line on stdout and a table row on stderr (`splits` 0: the default count).
+fn report(batch: usize, heads_kv: usize, len: usize, paged: bool, splits: usize, ms: f64, copy: f64) {
     let kv_bytes = (2 * batch * len * heads_kv * D * 2) as f64;
     let gbs = kv_bytes / (ms * 1e-3) / 1e9;
     println!(
-        "{{\"batch\":{batch},\"heads_q\":{HEADS},\"heads_kv\":{heads_kv},\"seqlen_k\":{len},\"d\":{D},\"paged\":{paged},\"ms\":{ms:.5},\"kv_bytes\":{kv_bytes},\"gbs\":{gbs:.1},\"copy_gbs\":{copy:.1},\"fraction_of_copy\":{:.3}}}",
+        "{{\"splits\":{splits},\"batch\":{batch},\"heads_q\":{HEADS},\"heads_kv\":{heads_kv},\"seqlen_k\":{len},\"d\":{D},\"paged\":{paged},\"ms\":{ms:.5},\"kv_bytes\":{kv_bytes},\"gbs\":{gbs:.1},\"copy_gbs\":{copy:.1},\"fraction_of_copy\":{:.3}}}",
         gbs / copy
     );
     eprintln!(
-        "b={batch:<3} h={HEADS} kv={heads_kv:<2} L={len:<7} {:10} {ms:9.4} ms {gbs:8.1} GB/s {:6.1}% of copy",
+        "b={batch:<3} h={HEADS} kv={heads_kv:<2} L={len:<7} {:10} splits {splits:<3} {ms:9.4} ms {gbs:8.1} GB/s {:6.1}% of copy",
         if paged { "paged" } else { "contiguous" },
         100.0 * gbs / copy
     );
-    Ok(())
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -83,7 +91,21 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let splits: Vec<usize> = match args.iter().position(|a| a == "--splits") {
+        Some(i) => {
+            match args.get(i + 1).map(|s| s.split(',').map(str::parse).collect::<std::result::Result<Vec<usize>, _>>())
+            {
+                Some(Ok(v)) => v,
+                _ => {
+                    eprintln!("--splits takes a comma-separated list of split counts (1..=128)");
+                    std::process::exit(2);
+                }
+            }
+        }
+        None => Vec::new(),
+    };
     let run = || -> Result<()> {
         let copy = copy_bandwidth_gbs(&gpu, 1 << 30, 20)?;
         eprintln!("{} — device-to-device copy {copy:.1} GB/s (read + write)", Device::Cuda(0).describe());
@@ -91,7 +113,7 @@ fn main() {
         let headline = [(1, 32, 32768), (1, 8, 32768), (8, 8, 8192), (1, 32, 131072), (1, 8, 131072)];
         for paged in [false, true] {
             for &(b, kv, l) in &headline {
-                case(b, kv, l, paged, copy)?;
+                case(b, kv, l, paged, copy, &splits)?;
             }
         }
         if quick {
@@ -102,7 +124,7 @@ fn main() {
                 for l in [1024, 4096, 16384, 32768, 131072] {
                     // At most 8 GiB of cache.
                     if 2 * b * l * kv * D * 2 <= 8 << 30 {
-                        case(b, kv, l, false, copy)?;
+                        case(b, kv, l, false, copy, &splits)?;
                     }
                 }
             }

@@ -1,8 +1,9 @@
-//! Flash-Decoding on the GPU (append, split-KV and combine kernels) against the f64
-//! reference: the property checks of `cpu_flash_decode.rs` on `Device::Cuda(0)` with
-//! outputs and split partials poisoned with NaN before each launch, plus long caches,
-//! a generation loop on one cache, every split count up to the maximum, and paged vs
-//! contiguous. Run with `cargo test --release --test gpu_flash_decode -- --ignored`.
+//! Flash-Decoding on the GPU (the append kernel; the split-KV kernel and its last CTA's
+//! merge of the splits) against the f64 reference: the property checks of
+//! `cpu_flash_decode.rs` on `Device::Cuda(0)` with outputs and split partials poisoned
+//! with NaN before each launch, plus long caches, a generation loop on one cache, every
+//! split count up to the maximum, and paged vs contiguous. Run with
+//! `cargo test --release --test gpu_flash_decode -- --ignored`.
 
 mod attention_common;
 mod flash_decode_common;

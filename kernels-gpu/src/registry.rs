@@ -33,11 +33,19 @@ const NORM: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 /// cp.async K/V streaming, ex2 softmax.
 const ATTN_FWD: &[&str] = &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"];
 /// The split-KV decode kernel: the forward's tensor-core block step, a paged or
-/// contiguous cp.async stream of K/V, the warps' merge through SRAM (16-byte reads).
-const ATTN_SPLIT: &[&str] =
-    &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx", "ld.shared.v4"];
-/// The split combine: 16-byte reads of the f32 partials, warp reductions.
-const ATTN_COMBINE: &[&str] = &["ld.global.nc.v4", "shfl.sync.bfly", "ex2.approx"];
+/// contiguous cp.async stream of K/V (with the L2 prefetch hint), the warps' merge
+/// through SRAM (16-byte reads), and the last CTA's merge of the splits (an acq_rel
+/// count, GPU-scope 16-byte reads).
+const ATTN_SPLIT: &[&str] = &[
+    MMA,
+    LDMATRIX,
+    "ldmatrix.sync.aligned.m8n8.x4.trans",
+    "cp.async.cg.shared.global.L2::128B",
+    "ex2.approx",
+    "ld.shared.v4",
+    "atom.acq_rel.gpu.global.add.u32",
+    "ld.relaxed.gpu.global.v4",
+];
 
 /// The attention backward: the forward's tensor-core products (plain and transposed
 /// ldmatrix), cp.async Q / dO / lse / D streaming, ex2 recomputation of P, f32 dQ atomics.
@@ -101,8 +109,6 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_split_d128_f16", SPLIT_D128.smem_bytes(), ATTN_SPLIT),
     k("attn_split_d256_bf16", SPLIT_D256.smem_bytes(), ATTN_SPLIT),
     k("attn_split_d256_f16", SPLIT_D256.smem_bytes(), ATTN_SPLIT),
-    k("attn_combine_bf16", 0, ATTN_COMBINE),
-    k("attn_combine_f16", 0, ATTN_COMBINE),
     k("attn_bwd_d32_bf16", BWD_D32.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d32_f16", BWD_D32.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d64_bf16", BWD_D64.smem_bytes(), ATTN_BWD),

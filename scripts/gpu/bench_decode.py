@@ -5,7 +5,8 @@ as [b, kv_heads, L, d]): the default dispatch (enable_gqa=True for GQA), and the
 backend where it runs. Prints the fraction of the copy bandwidth spent reading K and V and
 our speed over torch's, writes decode_bench.json.
 
-    python3 bench_decode.py [path/to/bench_decode] [--quick] [--out DIR]
+    python3 bench_decode.py [path/to/bench_decode] [--quick] [--splits N,M] [--out DIR]
+(--splits: also ours with those split counts; splits 0 is the default count)
 """
 import json, os, subprocess, sys
 
@@ -13,14 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
+def opt(name):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None
+
 quick = "--quick" in sys.argv
-out_dir = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else "."
-if args and args[0] == out_dir:
-    args = args[1:]
+out_dir = opt("--out") or "."
+splits = opt("--splits")
+values = {v for v in (opt("--out"), splits) if v is not None}
+args = [a for a in sys.argv[1:] if not a.startswith("--") and a not in values]
 binary = args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "bench_decode")
 
-proc = subprocess.run([binary] + (["--quick"] if quick else []), capture_output=True, text=True)
+cmd = [binary] + (["--quick"] if quick else []) + (["--splits", splits] if splits else [])
+proc = subprocess.run(cmd, capture_output=True, text=True)
 sys.stderr.write(proc.stderr)
 ours = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
 if proc.returncode != 0:
@@ -76,6 +81,7 @@ for r in ours:
     rows.append(row)
     fl = f"{t['flash']:.4f}" if t.get("flash") else "  n/a "
     print(f"b={r['batch']:<3} kv={r['heads_kv']:<2} L={r['seqlen_k']:<7} {'paged' if r['paged'] else 'contig':6} "
+          f"splits {r.get('splits', 0):<3} "
           f"ours {r['ms']:.4f} ms ({r['fraction_of_copy']:.3f} of copy) | sdpa {t['sdpa']:.4f} ({frac(t['sdpa']):.3f}) "
           f"flash {fl} | ours/sdpa speed {t['sdpa'] / r['ms']:.2f}x")
 with open(os.path.join(out_dir, "decode_bench.json"), "w") as f:

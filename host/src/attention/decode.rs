@@ -16,10 +16,11 @@
 //! On the GPU the cache's positions are divided into `num_splits` ranges; a CTA per
 //! (range, kv head, sequence) computes a partial o and its lse for the `heads_q /
 //! heads_kv` query heads that share the kv head (the cache is read once per kv head),
-//! and a combine kernel merges the partials. The default split count fills one wave of
-//! the GPU: `SMs x CTAs per SM / (batch x heads_kv x row blocks)`, at most 128 and at
-//! most a split per 256 keys of the longest sequence, and 1 when the batch already
-//! fills half the GPU ([`crate::kernels::attention::decode::default_splits`]).
+//! and the last of those CTAs to finish merges the partials. The default split count
+//! fills one wave of the GPU: `SMs x CTAs per SM / (batch x heads_kv x row blocks)`
+//! (one CTA per SM at head dim 128, as many as fit at 64), at most 128 and at most a
+//! split per 256 keys of the longest sequence, and 1 when the batch already fills half
+//! that wave ([`crate::kernels::attention::decode::default_splits`]).
 //! `DecodeOptions::num_splits` overrides it. The CPU runs the same split algorithm
 //! (with one split unless told otherwise).
 

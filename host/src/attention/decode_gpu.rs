@@ -1,12 +1,12 @@
-//! GPU path of Flash-Decoding: the append / rotate kernel, the split-KV kernel and the
-//! combine (`kernels-gpu/src/attention/{kv_append, split_kv, combine}.rs`).
+//! GPU path of Flash-Decoding: the append / rotate kernel and the split-KV kernel, whose
+//! last CTA per row block merges the splits (`kernels-gpu/src/attention/{kv_append,
+//! split_kv, combine}.rs`).
 
 use super::decode::DecodeProblem;
 use super::kv_cache::{KvCache, Rotary};
 use super::{AttentionOutput, kernel_window};
 use crate::kernels::attention::decode::{
-    APPEND_THREADS, AttnCombineParams, AttnSplitParams, COMBINE_THREADS, KvAppendParams, SPLIT_BLOCK_N, SPLIT_ROWS,
-    default_splits, split_tile_for,
+    APPEND_THREADS, AttnSplitParams, KvAppendParams, SPLIT_BLOCK_N, SPLIT_ROWS, default_splits, split_tile_for,
 };
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{Element, Error, Result, Tensor};
@@ -69,7 +69,7 @@ pub(super) fn append<T: Element>(
     gpu.launch(&format!("kv_append_{}", T::DTYPE.suffix()), cfg, &params)
 }
 
-/// Appends, rotates q, and runs the split-KV kernel (and the combine when it splits).
+/// Appends, rotates q, and runs the split-KV kernel (which also merges the splits).
 pub(super) fn decode<T: Element>(
     q: &Tensor<T>,
     cache: &mut KvCache<T>,
@@ -107,7 +107,7 @@ pub(super) fn decode<T: Element>(
 
     let longest = cache.seqlens.iter().max().copied().unwrap_or(0) + p.seqlen_new;
     let ctas = (p.batch * p.heads_kv * row_blocks) as u32;
-    let per_sm = ((gpu.smem_optin() + 1024) / (tile.smem_bytes() + 1024)).max(1);
+    let per_sm = ((gpu.smem_optin() + 1024) / (tile.smem_bytes() + 1024)).clamp(1, tile.fill_per_sm);
     let splits = match p.num_splits {
         Some(n) => n as u32,
         None => default_splits(ctas, gpu.sm_count() * per_sm, longest.div_ceil(SPLIT_BLOCK_N as usize) as u32),
@@ -137,6 +137,7 @@ pub(super) fn decode<T: Element>(
         lse: lse.device_addr(),
         o_part: parts.as_ref().map_or(0, |(o, _)| o.device_addr()),
         lse_part: parts.as_ref().map_or(0, |(_, l)| l.device_addr()),
+        counters: if splits > 1 { gpu.counters(ctas as usize)? } else { 0 },
         q_batch_stride: (p.seqlen_q * p.heads_q * p.head_dim) as u64,
         kv_seq_stride: cache.unit_stride() as u64,
         batch: p.batch as u32,
@@ -163,24 +164,5 @@ pub(super) fn decode<T: Element>(
         smem: tile.smem_bytes(),
     };
     gpu.launch(&kernel, cfg, &params)?;
-
-    if let Some((o_part, lse_part)) = &parts {
-        let cp = AttnCombineParams {
-            o_part: o_part.device_addr(),
-            lse_part: lse_part.device_addr(),
-            o: o.device_addr(),
-            lse: lse.device_addr(),
-            q_batch_stride: params.q_batch_stride,
-            rows: rows as u32,
-            splits,
-            seqlen_q: p.seqlen_q as u32,
-            heads_q: p.heads_q as u32,
-            head_dim: p.head_dim as u32,
-            q_row_stride: params.q_row_stride,
-        };
-        let warps = COMBINE_THREADS / 32;
-        let cfg = LaunchGrid { grid: ((rows as u32).div_ceil(warps), 1, 1), block: COMBINE_THREADS, smem: 0 };
-        gpu.launch(&format!("attn_combine_{}", T::DTYPE.suffix()), cfg, &cp)?;
-    }
     Ok(AttentionOutput { o: Tensor::Cuda(o), lse: Tensor::Cuda(lse) })
 }

@@ -6,7 +6,7 @@ use super::ptx::{self, Arch};
 use crate::error::{driver, driver_message};
 use crate::{Error, Result};
 use cudarc::driver::sys;
-use cudarc::driver::{CudaContext, CudaStream};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +40,8 @@ pub struct Gpu {
     functions: Mutex<HashMap<String, Function>>,
     sync_each_launch: bool,
     poison_outputs: AtomicBool,
+    /// u32 counters for kernels whose last CTA finishes the work (see `counters`).
+    counters: Mutex<Option<CudaSlice<u32>>>,
 }
 
 // The module and function handles are plain driver handles, usable from any thread once
@@ -99,6 +101,7 @@ impl Gpu {
             functions: Mutex::new(HashMap::new()),
             sync_each_launch: std::env::var_os("FLASHSCAN_SYNC_LAUNCHES").is_some_and(|v| v != "0"),
             poison_outputs: AtomicBool::new(false),
+            counters: Mutex::new(None),
         })
     }
 
@@ -136,6 +139,22 @@ impl Gpu {
     }
     pub fn poison_outputs(&self) -> bool {
         self.poison_outputs.load(Ordering::Relaxed)
+    }
+
+    /// The device address of at least `n` u32 counters that are zero whenever the stream
+    /// reaches a kernel: a kernel that counts on them puts each back to zero before it
+    /// ends (the split-KV decode's last CTA per row block does). They are zeroed once,
+    /// when first allocated or grown; every launch is on this device's one stream, so no
+    /// two such kernels ever run at once.
+    pub fn counters(&self, n: usize) -> Result<u64> {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if c.as_ref().is_none_or(|b| b.len() < n) {
+            let len = n.max(1).next_power_of_two();
+            let buf = self.stream.alloc_zeros::<u32>(len).map_err(driver(format!("allocating {len} counters")))?;
+            *c = Some(buf);
+        }
+        let buf = c.as_ref().expect("allocated above");
+        Ok(buf.device_ptr(&self.stream).0)
     }
 
     /// Free and total device memory, bytes (`cuMemGetInfo`: the whole device, other

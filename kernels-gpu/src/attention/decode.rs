@@ -1,6 +1,6 @@
 //! Flash-Decoding: attention of a few new query tokens against a long KV cache, split
 //! along the cache so that every SM has work even at batch 1. Launch parameters and
-//! tile shapes of the three kernels (one definition for host and device):
+//! tile shapes of the two kernels (one definition for host and device):
 //!
 //! - `kv_append_*`: writes the new tokens' K (rotary applied when asked) and V into the
 //!   cache, contiguous or paged, and rotates q to its positions.
@@ -9,9 +9,9 @@
 //!   `seqlen_q` new tokens, so the cache is read once per kv head (MQA/GQA). K and V
 //!   stream through SRAM in key blocks; each warp takes 16 keys of every block and keeps
 //!   its own softmax state; the warps merge in SRAM at the end. With one split it writes
-//!   o and lse; else an f32 partial o and its lse per split.
-//! - `attn_combine_*`: per query row, lse = log sum_s exp(lse_s) and
-//!   o = sum_s exp(lse_s - lse) o_s.
+//!   o and lse; else an f32 partial o and its lse per split, and the last CTA of the
+//!   row block to finish (an atomic count) merges the splits: per query row,
+//!   lse = log sum_s exp(lse_s) and o = sum_s exp(lse_s - lse) o_s.
 
 /// Cache layout in [`AttnSplitParams`] and [`KvAppendParams`]: the rows of sequence b's
 /// position `pos` and kv head h start at element
@@ -36,6 +36,9 @@ pub struct AttnSplitParams {
     /// seqlen_q]`, written when splits > 1 (lse_part = -inf where a split saw no key).
     pub o_part: u64,
     pub lse_part: u64,
+    /// u32 `[batch x heads_kv, row blocks]`, zero at launch and left zero (used when
+    /// splits > 1): CTAs of each row block done so far.
+    pub counters: u64,
     pub q_batch_stride: u64,
     /// Elements between sequences (contiguous) or pages (paged).
     pub kv_seq_stride: u64,
@@ -61,24 +64,6 @@ pub struct AttnSplitParams {
     pub softcap: u32,
     pub score_pre: f32,
     pub score_log2: f32,
-}
-
-/// Launch parameters of `attn_combine_*`: one warp per query row (b, h, t).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AttnCombineParams {
-    pub o_part: u64,
-    pub lse_part: u64,
-    pub o: u64,
-    pub lse: u64,
-    pub q_batch_stride: u64,
-    /// batch x heads_q x seqlen_q.
-    pub rows: u32,
-    pub splits: u32,
-    pub seqlen_q: u32,
-    pub heads_q: u32,
-    pub head_dim: u32,
-    pub q_row_stride: u32,
 }
 
 /// Launch parameters of `kv_append_*`: one thread per element of k_new, v_new and (when
@@ -114,9 +99,8 @@ pub struct KvAppendParams {
     pub pages_per_seq: u32,
 }
 
-/// Threads per CTA of `kv_append_*` and `attn_combine_*` (4 warps = 4 rows).
+/// Threads per CTA of `kv_append_*`.
 pub const APPEND_THREADS: u32 = 256;
-pub const COMBINE_THREADS: u32 = 128;
 
 /// Tile shape of one split-KV kernel instantiation: 16 query rows per CTA; `warps`
 /// warps take 16 keys each of every `block_n`-key block.
@@ -127,6 +111,8 @@ pub struct SplitTile {
     pub block_n: u32,
     /// K/V pipeline depth (block i + stages - 1 loads while block i is computed).
     pub stages: u32,
+    /// CTAs per SM that the default split count fills (at most as many as fit).
+    pub fill_per_sm: u32,
 }
 
 /// Query rows per split-KV CTA (one m16 tile shared by the warps).
@@ -155,8 +141,8 @@ impl SplitTile {
     }
 }
 
-const fn s(d: u32, warps: u32, block_n: u32, stages: u32) -> SplitTile {
-    let t = SplitTile { d, warps, block_n, stages };
+const fn s(d: u32, warps: u32, block_n: u32, stages: u32, fill_per_sm: u32) -> SplitTile {
+    let t = SplitTile { d, warps, block_n, stages, fill_per_sm };
     assert!(block_n == 16 * warps && t.merge_bytes() <= t.smem_bytes() - SPLIT_ROWS * t.pitch());
     t
 }
@@ -167,9 +153,13 @@ const fn s(d: u32, warps: u32, block_n: u32, stages: u32) -> SplitTile {
 //   d=64:  4 warps x 16 keys, 3 stages: (16 + 384) x 144 B =  56 KiB (3 CTAs / SM)
 //   d=128: 4 warps x 16 keys, 3 stages: (16 + 384) x 272 B = 106 KiB (2 CTAs / SM)
 //   d=256: 4 warps x 16 keys, 2 stages: (16 + 256) x 528 B = 140 KiB (1 CTA / SM)
-pub const SPLIT_D64: SplitTile = s(64, 4, 64, 3);
-pub const SPLIT_D128: SplitTile = s(128, 4, 64, 3);
-pub const SPLIT_D256: SplitTile = s(256, 4, 64, 2);
+// The default split count fills one CTA per SM at d=128: one CTA (64 KiB in flight)
+// streams as fast as two, and half the splits halve the merge (H100, 2026-11-22:
+// GQA 8 kv heads, L=32k: 16 splits 57.7 us, 32 splits 60.8 us, 12 and 24 splits 63.3
+// and 62.9 us). d=64 fills its 3 resident CTAs (not measured again); d=256 holds one.
+pub const SPLIT_D64: SplitTile = s(64, 4, 64, 3, 3);
+pub const SPLIT_D128: SplitTile = s(128, 4, 64, 3, 1);
+pub const SPLIT_D256: SplitTile = s(256, 4, 64, 2, 1);
 pub const SPLIT_TILES: [SplitTile; 3] = [SPLIT_D64, SPLIT_D128, SPLIT_D256];
 
 /// Keys per block of every split tile: a paged cache's page size must be a multiple.
@@ -180,14 +170,18 @@ pub fn split_tile_for(head_dim: u32) -> Option<SplitTile> {
     SPLIT_TILES.iter().copied().find(|t| t.d >= head_dim)
 }
 
-/// Most splits one launch may use (the combine reads each row's splits in a loop).
+/// Most splits one launch may use (the merge holds a row's split lse values in lanes).
 pub const MAX_SPLITS: u32 = 128;
 
 /// The default number of splits: enough CTAs for one full wave of the GPU, no more.
-/// `ctas` = batch x heads_kv x row blocks; `slots` = SMs x CTAs resident per SM;
+/// `ctas` = batch x heads_kv x row blocks; `slots` = SMs x the tile's `fill_per_sm`
+/// (at most the CTAs resident per SM);
 /// `key_blocks` = the longest sequence's key blocks. Each split keeps at least 4 key
-/// blocks (256 keys) so that its fixed costs (Q load, merge, the combine) stay small.
-/// One wave exactly, not more: a second, partial wave would cost as much as the first.
+/// blocks (256 keys) so that its fixed costs (Q load, the warps' merge, the splits'
+/// merge) stay small. One wave exactly, not more: a second, partial wave would cost as
+/// much as the first. The kernel gives each split ceil(key_blocks / splits) blocks, so
+/// the count is then trimmed to the splits that get any (512 blocks over 33 splits
+/// would leave the 33rd empty).
 pub const fn default_splits(ctas: u32, slots: u32, key_blocks: u32) -> u32 {
     if ctas == 0 || ctas >= slots / 2 {
         return 1;
@@ -200,7 +194,12 @@ pub const fn default_splits(ctas: u32, slots: u32, key_blocks: u32) -> u32 {
     if n > MAX_SPLITS {
         n = MAX_SPLITS;
     }
-    if n < 1 { 1 } else { n }
+    if n <= 1 {
+        return 1;
+    }
+    // n <= key_blocks / 4 here, so per >= 1.
+    let per = key_blocks.div_ceil(n);
+    key_blocks.div_ceil(per)
 }
 
 #[cfg(test)]
@@ -221,10 +220,18 @@ mod tests {
 
     #[test]
     fn default_splits_fill_one_wave() {
+        // d=128 on 132 SMs fills 132 slots: b=1, 32 kv heads, 32k keys: 4 splits; 8 kv
+        // heads: 16; b=8 with 8 kv heads: 2; b=3 with 32 kv heads: 1.
+        assert_eq!(default_splits(32, 132, 512), 4);
+        assert_eq!(default_splits(8, 132, 512), 16);
+        assert_eq!(default_splits(64, 132, 128), 2);
+        assert_eq!(default_splits(96, 132, 512), 1);
         // b=1, 32 kv heads, 32k keys, 264 slots: 8 splits = 256 CTAs.
         assert_eq!(default_splits(32, 264, 512), 8);
-        // GQA 8 kv heads: 33 splits.
-        assert_eq!(default_splits(8, 264, 512), 33);
+        // GQA 8 kv heads: 33 slots per CTA, but 16 blocks each fill only 32 splits.
+        assert_eq!(default_splits(8, 264, 512), 32);
+        // 2048 blocks over 33 splits: 63 each need 33 (the last gets 32).
+        assert_eq!(default_splits(8, 264, 2048), 33);
         // Short caches keep 4 key blocks per split.
         assert_eq!(default_splits(8, 264, 16), 4);
         assert_eq!(default_splits(8, 264, 3), 1);

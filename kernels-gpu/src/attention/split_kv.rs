@@ -4,21 +4,25 @@
 //! kv_head x group + r % group, so one pass over the cache serves the whole group.
 //!
 //! Memory story:
-//!   HBM  -> SRAM  Q rows once; K, V key blocks (64 keys), STAGES deep, cp.async, through
-//!                 the page table when the cache is paged
+//!   HBM  -> SRAM  Q rows once; K, V key blocks (64 keys), STAGES deep, cp.async with the
+//!                 L2 prefetch hint, through the page table when the cache is paged
 //!   SRAM -> regs  ldmatrix: Q and K plain, V transposed; warp w loads and takes keys
 //!                 16w..16w+15 of every block, so the warps stream independently
 //!   regs          S, P, each warp's O accumulator and softmax state (16 rows)
 //!   SRAM          the warps' (max, sum, O) merged once at the end
 //!   regs -> HBM   o and lse (one split), or the split's f32 o and lse, once
+//!   HBM  -> regs  (splits > 1) the last CTA of the row block to finish reads every
+//!                 split's o and lse back (from L2) and writes o and lse (`combine.rs`)
 
 use super::block::{Mask, accumulate_pv, inv_row_sum, mask_scores, online_softmax, row_lse, scores, softcap};
+use super::combine::{MergeRow, merge_row};
 use super::decode::{AttnSplitParams, SPLIT_D64, SPLIT_D128, SPLIT_D256, SPLIT_ROWS};
-use super::tile::load_tile;
-use crate::device::cp_async::{commit, cp_async_16, wait_group};
+use super::tile::load_tile_by;
+use crate::device::atomic::{atom_add_acq_rel_u32, fence_gpu};
+use crate::device::cp_async::{commit, cp_async_16, cp_async_16_prefetch, wait_group};
 use crate::device::ldmatrix::ldmatrix_x4;
 use crate::device::math::{exp2, max};
-use crate::device::thread::{block_x, block_y, block_z, lane, sync_threads, sync_warp, tid, warp};
+use crate::device::thread::{block_x, block_y, block_z, grid_y, lane, sync_threads, sync_warp, tid, warp};
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
 
@@ -109,9 +113,11 @@ unsafe fn attn_split<
         // This warp's 16 keys only: it alone reads them (no CTA barrier per block).
         let (row0, rows_valid) = (row0 + (key0 as usize) * k_rs, len - first as i32 - key0 as i32);
         let at = key0 * PITCH;
+        // Whole rows read once: the copies ask L2 for whole 128-byte lines.
+        let copy = |d, s, n| unsafe { cp_async_16_prefetch(d, s, n) };
         unsafe {
-            load_tile::<D, PITCH>(16, 32, l, s_k(st).skip(at), k_hbm.offset(row0), k_rs, rows_valid, hd);
-            load_tile::<D, PITCH>(16, 32, l, s_v(st).skip(at), v_hbm.offset(row0), k_rs, rows_valid, hd);
+            load_tile_by::<D, PITCH>(copy, 16, 32, l, s_k(st).skip(at), k_hbm.offset(row0), k_rs, rows_valid, hd);
+            load_tile_by::<D, PITCH>(copy, 16, 32, l, s_v(st).skip(at), v_hbm.offset(row0), k_rs, rows_valid, hd);
         }
     };
 
@@ -273,6 +279,54 @@ unsafe fn attn_split<
             }
         }
         i += 1;
+    }
+    if p.splits <= 1 {
+        return;
+    }
+
+    // The last CTA of this (row block, batch x kv head) to finish merges every split's
+    // partial. Each thread releases its partial stores (fence), the barrier gathers
+    // them, and one count per CTA on the row block's counter (acq_rel) tells the last;
+    // it puts the counter back to zero for the next launch.
+    fence_gpu();
+    sync_threads();
+    let s_last = Sram::at(0);
+    if tid() == 0 {
+        let counter = HbmMut::<u32>::from_addr(p.counters).offset((block_z() * grid_y() + block_y()) as usize);
+        let last = unsafe { atom_add_acq_rel_u32(counter.ptr(), 1) } + 1 == p.splits;
+        if last {
+            unsafe { counter.store(0, 0) };
+        }
+        unsafe { s_last.st_b32(0, last as u32) };
+    }
+    sync_threads();
+    if unsafe { s_last.ld_b32(0) } == 0 {
+        return;
+    }
+    fence_gpu();
+    // One warp per row of this CTA.
+    let mut r = w;
+    while r < rows_per_cta {
+        let row = r0 + r as i32;
+        if row < rows {
+            let (t, hq) = (row as u32 / group, kv_h * group + row as u32 % group);
+            let lse_row = ((b * heads_q + hq) * p.seqlen_q + t) as usize;
+            let o_row =
+                b as usize * p.q_batch_stride as usize + t as usize * p.q_row_stride as usize + (hq * hd) as usize;
+            let m = MergeRow {
+                o_part: HbmMut::from_addr(p.o_part),
+                lse_part: HbmMut::from_addr(p.lse_part),
+                o: HbmMut::from_addr(p.o),
+                lse: HbmMut::from_addr(p.lse),
+                rows: (batch * heads_q * p.seqlen_q) as usize,
+                splits: p.splits as usize,
+                row: lse_row,
+                o_row,
+                head_dim: hd as usize,
+            };
+            unsafe { merge_row::<T>(m) };
+        }
+        r += WARPS;
     }
 }
 

@@ -13,3 +13,17 @@ pub unsafe fn red_add_f32(p: *mut f32, v: f32) {
 pub fn fence_gpu() {
     unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) }
 }
+
+/// `atom.acq_rel.gpu.global.add.u32` — adds `v` and returns the old value. Release: this
+/// thread's earlier writes (and those a barrier ordered before it) are visible at GPU
+/// scope to whoever reads the new value; acquire: what the earlier adders released is
+/// visible to this thread's later reads.
+#[inline(always)]
+pub unsafe fn atom_add_acq_rel_u32(p: *mut u32, v: u32) -> u32 {
+    let old: u32;
+    unsafe {
+        asm!("atom.acq_rel.gpu.global.add.u32 {0}, [{1}], {2};",
+             out(reg32) old, in(reg64) p as u64, in(reg32) v, options(nostack))
+    }
+    old
+}

@@ -14,6 +14,17 @@ pub unsafe fn cp_async_16(dst: u32, src: *const u8, src_bytes: u32) {
     }
 }
 
+/// [`cp_async_16`] with the L2 prefetch hint, `cp.async.cg.shared.global.L2::128B`: the
+/// L2 fetches the whole 128-byte line from HBM at once. For streams that read whole rows
+/// once (the split-KV decode's K/V: 2% faster on the H100).
+#[inline(always)]
+pub unsafe fn cp_async_16_prefetch(dst: u32, src: *const u8, src_bytes: u32) {
+    unsafe {
+        asm!("cp.async.cg.shared.global.L2::128B [{0}], [{1}], 16, {2};",
+             in(reg32) dst, in(reg64) src as u64, in(reg32) src_bytes, options(nostack));
+    }
+}
+
 /// `cp.async.ca.shared.global [dst], [src], 4, src_bytes;` — one 4-byte word (0 or 4
 /// bytes copied, the rest zero-filled), for f32 rows that are not 16-byte aligned.
 #[inline(always)]

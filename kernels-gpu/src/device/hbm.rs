@@ -104,6 +104,33 @@ impl<T: Copy> HbmMut<T> {
         [a, b, c, d]
     }
 
+    /// `ld.relaxed.gpu.global.b32` — the 4-byte element `i`, read at GPU scope (past L1):
+    /// for values other CTAs of this launch wrote and released (see `atomic`).
+    #[inline(always)]
+    pub unsafe fn load_b32_gpu(self, i: usize) -> u32 {
+        const { assert!(core::mem::size_of::<T>() == 4) };
+        let p = self.ptr.wrapping_add(i) as u64;
+        let v: u32;
+        unsafe {
+            asm!("ld.relaxed.gpu.global.b32 {0}, [{1}];", out(reg32) v, in(reg64) p, options(readonly, nostack));
+        }
+        v
+    }
+
+    /// `ld.relaxed.gpu.global.v4.b32` — 16 bytes from element `i` (16-byte aligned) at GPU
+    /// scope, as [`Self::load_b32_gpu`].
+    #[inline(always)]
+    pub unsafe fn load_v4_gpu(self, i: usize) -> [u32; 4] {
+        let p = self.ptr.wrapping_add(i) as u64;
+        let (a, b, c, d): (u32, u32, u32, u32);
+        unsafe {
+            asm!("ld.relaxed.gpu.global.v4.b32 {{{0}, {1}, {2}, {3}}}, [{4}];",
+                 out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg64) p,
+                 options(readonly, nostack));
+        }
+        [a, b, c, d]
+    }
+
     /// `st.global.v4.b32` — 16 bytes at element `i` (16-byte aligned).
     #[inline(always)]
     pub unsafe fn store_v4(self, i: usize, v: [u32; 4]) {

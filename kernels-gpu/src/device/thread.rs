@@ -39,6 +39,12 @@ pub fn grid_x() -> u32 {
     unsafe { nvptx::_grid_dim_x() as u32 }
 }
 
+/// `mov.u32 %r, %nctaid.y`
+#[inline(always)]
+pub fn grid_y() -> u32 {
+    unsafe { nvptx::_grid_dim_y() as u32 }
+}
+
 /// Lane within the warp (tid % 32; blocks are 1-D in this crate).
 #[inline(always)]
 pub fn lane() -> u32 {

@@ -344,10 +344,13 @@ fn reduce_bc<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], plan: RedPlan, lay
 /// over the warps in order, into this CTA's part (deterministic) or added to the one part.
 #[inline(always)]
 unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
-    let (f, ds) = (lay.flush_steps.max(1), p.d_state.max(1));
+    // Items over the layout's states (a power of two, like flush_steps: shifts, not
+    // divisions), those past d_state skipped.
+    let (f, ds) = (lay.flush_steps.max(1), p.d_state as usize);
+    let (f_log2, s_log2) = (f.trailing_zeros(), lay.states.trailing_zeros());
     let mut i = tid();
-    while i < 2 * ds * f {
-        let (io, n, which) = (i % f, (i / f) % ds, i / f / ds);
+    while i < 2 * lay.states * f {
+        let (io, n, which) = (i & (f - 1), (i >> f_log2) & (lay.states - 1), i >> (f_log2 + s_log2));
         let mut part = [0.0f32; 8];
         unroll::<8, _>(|w| {
             if (w as u32) < lay.threads / 32 {
@@ -357,10 +360,10 @@ unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
         });
         let s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
         let step = t + io;
-        if step < p.seqlen {
+        if step < p.seqlen && (n as usize) < ds {
             let part = if p.deterministic != 0 { cta.part as usize } else { 0 };
             let row = (((part * 2 + which as usize) * p.batch as usize + cta.b) * p.groups as usize + cta.g)
-                * ds as usize
+                * ds
                 + n as usize;
             let dst = HbmMut::<f32>::from_addr(p.dbc).offset(row * p.seqlen as usize + step as usize);
             if p.deterministic != 0 {
@@ -452,9 +455,15 @@ unsafe fn epilogue<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u
     }
 }
 
+/// The backward of one CTA. `S`: the slices per channel the kernel is built for (its
+/// layout is then a compile-time constant: SCAN_BWD_FIXED), or 0 for any (from the launch).
 #[inline(always)]
-unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
-    let lay = ScanBwdSmem::with_threads(p.d_state, T::BYTES, NS as u32, p.threads);
+unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
+    let lay = if S > 0 {
+        ScanBwdSmem::for_slices(S, T::BYTES, NS as u32, scan_bwd_threads(S))
+    } else {
+        ScanBwdSmem::with_threads(p.d_state, T::BYTES, NS as u32, p.threads)
+    };
     let t_id = tid();
     let slices = lay.slices.max(1);
     let (ch_l, slice) = (t_id / slices, t_id % slices);
@@ -700,21 +709,28 @@ unsafe fn scan_bwd_sum<T: Elem>(p: &ScanSumParams) {
 }
 
 macro_rules! scan_bwd_entry {
-    ($name:ident, $t:ty, $ns:expr) => {
+    ($name:ident, $t:ty, $ns:expr, $s:expr) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(p: ScanBwdParams) {
-            unsafe { scan_bwd::<$t, $ns>(&p) }
+            unsafe { scan_bwd::<$t, $ns, $s>(&p) }
         }
     };
 }
 
-// Suffix: states per thread (scan_bwd_states_per_thread).
-scan_bwd_entry!(scan_bwd_f32_s4, f32, 4);
-scan_bwd_entry!(scan_bwd_f32_s8, f32, 8);
-scan_bwd_entry!(scan_bwd_bf16_s4, Bf16, 4);
-scan_bwd_entry!(scan_bwd_bf16_s8, Bf16, 8);
-scan_bwd_entry!(scan_bwd_f16_s4, F16, 4);
-scan_bwd_entry!(scan_bwd_f16_s8, F16, 8);
+// Suffix: states per thread (scan_bwd_states_per_thread), any slice count.
+scan_bwd_entry!(scan_bwd_f32_s4, f32, 4, 0);
+scan_bwd_entry!(scan_bwd_f32_s8, f32, 8, 0);
+scan_bwd_entry!(scan_bwd_bf16_s4, Bf16, 4, 0);
+scan_bwd_entry!(scan_bwd_bf16_s8, Bf16, 8, 0);
+scan_bwd_entry!(scan_bwd_f16_s4, F16, 4, 0);
+scan_bwd_entry!(scan_bwd_f16_s8, F16, 8, 0);
+// Suffix _x{S}: built for S slices (SCAN_BWD_FIXED).
+scan_bwd_entry!(scan_bwd_f32_s4_x4, f32, 4, 4);
+scan_bwd_entry!(scan_bwd_f32_s8_x8, f32, 8, 8);
+scan_bwd_entry!(scan_bwd_bf16_s4_x4, Bf16, 4, 4);
+scan_bwd_entry!(scan_bwd_bf16_s8_x8, Bf16, 8, 8);
+scan_bwd_entry!(scan_bwd_f16_s4_x4, F16, 4, 4);
+scan_bwd_entry!(scan_bwd_f16_s8_x8, F16, 8, 8);
 
 macro_rules! scan_sum_entry {
     ($name:ident, $t:ty) => {

@@ -238,6 +238,26 @@ pub const SCAN_BWD_FLUSH: u32 = 8;
 /// (SCAN_BWD_FLUSH, fewer for large d_state) so that it stays within this.
 pub const SCAN_BWD_RED_BUDGET: u32 = 16 * 1024;
 
+/// (states per thread, slices) pairs with their own backward kernels (`scan_bwd_*_s{NS}_x{S}`),
+/// built for that slice count: the layout, the dB / dC exchange and the shuffles are
+/// compile-time (d_state 9..=16 and 33..=64 by default, Mamba's usual sizes). Other
+/// pairs take the kernels that read the slice count from the launch: at b = 8, dim = 4096,
+/// L = 4096, d_state 16 those spent ~170 instructions per walk step against ~100 here
+/// (SASS), and 4 CTAs per SM fit without spills.
+pub const SCAN_BWD_FIXED: &[(u32, u32)] = &[(4, 4), (8, 8)];
+
+/// Whether `(ns, slices)` has a fixed-slice backward kernel (SCAN_BWD_FIXED).
+pub const fn scan_bwd_fixed(ns: u32, slices: u32) -> bool {
+    let mut i = 0;
+    while i < SCAN_BWD_FIXED.len() {
+        if SCAN_BWD_FIXED[i].0 == ns && SCAN_BWD_FIXED[i].1 == slices {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 /// States per thread of the backward, by d_state: 4 up to 16, 8 above (32 slices at
 /// d_state 256). Never 16: a block holds SCAN_BWD_BLOCK x NS recomputed states in
 /// registers.
@@ -293,8 +313,13 @@ impl ScanBwdSmem {
 
     /// The layout for CTAs of `threads` threads (a multiple of 32 and of the slices).
     pub const fn with_threads(d_state: u32, elem_bytes: u32, ns: u32, threads: u32) -> ScanBwdSmem {
+        Self::for_slices(scan_slices_for(d_state, ns), elem_bytes, ns, threads)
+    }
+
+    /// The layout for `slices` threads per channel (a power of two): it depends on d_state
+    /// only through them, so a kernel built for one slice count knows it at compile time.
+    pub const fn for_slices(slices: u32, elem_bytes: u32, ns: u32, threads: u32) -> ScanBwdSmem {
         let seg = SCAN_BWD_SEG;
-        let slices = scan_slices_for(d_state, ns);
         let channels = threads / slices;
         let states = ns * slices;
         let raw_row = seg * elem_bytes;

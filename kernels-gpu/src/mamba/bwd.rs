@@ -61,8 +61,9 @@ struct Cta {
     part: u32,
 }
 
-/// Issues the copies of the segment at `t0` into the raw rows; zeros past the end and for
-/// absent channels or states.
+/// Issues the copies of the segment at `t0` into the raw rows (dout, z and C only for a
+/// segment the walk visits: the advance pass reads u, delta and B); zeros past the end
+/// and for absent channels or states.
 #[inline(always)]
 unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u32, aligned: bool, walk: bool) {
     let (vecs, lanes) = (SEG * T::BYTES / 16, T::LANES as u32);
@@ -75,7 +76,6 @@ unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, 
         unsafe {
             copy_vec::<T>(at(0), p.u, row, t, ok, p.seqlen, aligned);
             copy_vec::<T>(at(1), p.delta, row, t, ok, p.seqlen, aligned);
-            // dout and z only for a segment the walk visits (not the advance pass).
             if walk {
                 copy_vec::<T>(at(2), p.dout, row, t, ok, p.seqlen, aligned);
                 if p.z != 0 {
@@ -92,7 +92,9 @@ unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, 
         let (t, ok, at) = (t0 + vec * lanes, n < p.d_state, n * lay.raw_row + vec * 16);
         unsafe {
             copy_vec::<T>(Sram::at(lay.raw_b).byte(at), p.b, row, t, ok, p.seqlen, aligned);
-            copy_vec::<T>(Sram::at(lay.raw_c).byte(at), p.c, row, t, ok, p.seqlen, aligned);
+            if walk {
+                copy_vec::<T>(Sram::at(lay.raw_c).byte(at), p.c, row, t, ok, p.seqlen, aligned);
+            }
         }
         i += lay.threads;
     }
@@ -229,12 +231,16 @@ fn block_forward<const NS: usize>(
     row0: Sram,
     bc_row: u32,
     quarter: u32,
-    mut keep: impl FnMut(usize, &[f32; NS]),
+    mut keep: impl FnMut(usize, &[f32; NS], &[f32; NS]),
 ) {
     unroll::<B, _>(|i| {
         let b = bc_of::<NS>(Sram { addr: row0.addr + i as u32 * bc_row }, quarter, false);
-        unroll::<NS, _>(|n| h[n] = fma(exp2(dt[i] * a2[n]), h[n], dtu[i] * b[n]));
-        keep(i, h);
+        let mut decay = [0.0f32; NS];
+        unroll::<NS, _>(|n| {
+            decay[n] = exp2(dt[i] * a2[n]);
+            h[n] = fma(decay[n], h[n], dtu[i] * b[n]);
+        });
+        keep(i, h, &decay);
     });
 }
 
@@ -517,8 +523,8 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
         slices: lay.slices,
         threads: lay.threads,
     };
-    // The segment at t0 into SRAM: staged, then dt / dtu (and dy when it is to be
-    // walked) and the B, C tile.
+    // The segment at t0 into SRAM: staged, then dt / dtu and the B tile (dy and C too
+    // when it is to be walked).
     let prepare = |t0: u32, valid: u32, walk: bool| {
         // Every thread is past the previous segment's last use of the raw rows and tiles.
         sync_threads();
@@ -527,7 +533,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
         wait_group::<0>();
         sync_threads();
         unsafe { convert_segment::<T>(p, lay, cta, valid, walk) };
-        unsafe { bc_to_f32::<T, NS>(tile, t_id) };
+        unsafe { bc_to_f32::<T, NS>(tile, t_id, walk) };
         sync_threads();
     };
     // This thread's B, C quarter in block j's first bc row, and one block of the
@@ -535,7 +541,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
     let row_of = |j: u32| Sram::at(lay.bc + j * BLOCK * lay.bc_row() + slice * 32).pinned();
     let step_block = |h: &mut [f32; NS], j: u32| {
         let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
-        block_forward::<NS>(h, &a2, &dt, &dtu, row_of(j), lay.bc_row(), quarter, |_, _| {});
+        block_forward::<NS>(h, &a2, &dt, &dtu, row_of(j), lay.bc_row(), quarter, |_, _, _| {});
     };
     let cta_id = (block_y() * crate::device::thread::grid_x() + block_x()) as usize;
     let starts = HbmMut::<f32>::from_addr(p.starts)
@@ -610,9 +616,12 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
             };
             let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
             let row0 = row_of(j);
-            let mut hs = [[0.0f32; NS]; B];
+            let (mut hs, mut decays) = ([[0.0f32; NS]; B], [[0.0f32; NS]; B]);
             let mut h = start;
-            block_forward::<NS>(&mut h, &a2, &dt, &dtu, row0, lay.bc_row(), quarter, |i, h| hs[i] = *h);
+            block_forward::<NS>(&mut h, &a2, &dt, &dtu, row0, lay.bc_row(), quarter, |i, h, d| {
+                hs[i] = *h;
+                decays[i] = *d;
+            });
             // The walk reads B, C, dtu and dy step by step (a fresh address: not the
             // recompute's loads kept alive for the block); the decays are recomputed:
             // keeping them would hold BLOCK x NS more registers.
@@ -628,7 +637,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
                 let (mut y, mut sgb, mut sga) = (0.0f32, 0.0f32, 0.0f32);
                 let (mut dbv, mut dcv) = ([0.0f32; NS], [0.0f32; NS]);
                 unroll::<NS, _>(|n| {
-                    let decay = exp2(dt_i * a2[n]);
+                    let decay = decays[i][n];
                     let gh = fma(dy_i, cc[n], dh[n]);
                     y = fma(hs[i][n], cc[n], y);
                     dbv[n] = gh * dtu_i;

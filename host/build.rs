@@ -103,13 +103,10 @@ fn with_launch_bounds(ptx: &str, stem: &str) -> String {
         out.push('\n');
         if let Some(rest) = line.trim_start().strip_prefix(".visible .entry ") {
             let name = rest.split('(').next().unwrap_or("").trim();
-            let bounds = LAUNCH_BOUNDS
-                .iter()
-                .find(|(k, _, _, _)| *k == name)
-                .map(|&(_, threads, sm90, sm80)| {
-                    let ctas = if stem == "sm80" { sm80 } else { sm90 };
-                    format!(".maxntid {threads}, 1, 1\n.minnctapersm {ctas}\n")
-                });
+            let bounds = LAUNCH_BOUNDS.iter().find(|(k, _, _, _)| *k == name).map(|&(_, threads, sm90, sm80)| {
+                let ctas = if stem == "sm80" { sm80 } else { sm90 };
+                format!(".maxntid {threads}, 1, 1\n.minnctapersm {ctas}\n")
+            });
             let regs = MAX_REGS.iter().find(|(k, _)| *k == name).map(|&(_, n)| format!(".maxnreg {n}\n"));
             pending = match (bounds, regs) {
                 (None, None) => None,

@@ -368,8 +368,7 @@ unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
         let step = t + io;
         if step < p.seqlen && (n as usize) < ds {
             let part = if p.deterministic != 0 { cta.part as usize } else { 0 };
-            let row = (((part * 2 + which as usize) * p.batch as usize + cta.b) * p.groups as usize + cta.g)
-                * ds
+            let row = (((part * 2 + which as usize) * p.batch as usize + cta.b) * p.groups as usize + cta.g) * ds
                 + n as usize;
             let dst = HbmMut::<f32>::from_addr(p.dbc).offset(row * p.seqlen as usize + step as usize);
             if p.deterministic != 0 {

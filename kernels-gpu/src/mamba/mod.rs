@@ -275,10 +275,8 @@ pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
 ///   dtu     delta' u, f32, same shape; the walk writes sum_n A dA h_prev dh over it
 ///   dy      dL/dy (dout silu(z)), f32, same shape; the walk writes y = <h, C> over it
 ///   bc      B and C in f32, [SEG][2 states + 4] (the forward's layout)
-///   snap    the state at the start of blocks 1..: [SEG / BLOCK - 1][threads][NS] f32 (snap,
-///           xch and red sit in the staged B and C rows' place when they fit there)
-///   xch     per warp, one step's dB and dC of every lane, 2 NS x 32 f32: the warp sums
-///           them over its channels through it
+///   snap    the state at the start of blocks 1..: [SEG / BLOCK - 1][threads][NS] f32 (snap
+///           and red sit in the staged B and C rows' place when they fit there)
 ///   red     per-warp dB and dC of `flush_steps` steps: [warps][2][states][flush_steps]
 ///   acc     dD and ddelta_bias sums per channel, f32 [2][channels]
 /// (The state at the start of each segment of a checkpoint interval lives in HBM, in
@@ -298,7 +296,6 @@ pub struct ScanBwdSmem {
     pub dy: u32,
     pub bc: u32,
     pub snap: u32,
-    pub xch: u32,
     pub red: u32,
     pub flush_steps: u32,
     pub acc: u32,
@@ -336,15 +333,13 @@ impl ScanBwdSmem {
         while flush_steps > 1 && flush_steps * per_step > SCAN_BWD_RED_BUDGET {
             flush_steps /= 2;
         }
-        // snap, xch and red are used between the B/C conversion and the segment's end:
+        // snap and red are used between the B/C conversion and the segment's end:
         // they take the staged B and C rows' place when they fit there (f32 inputs).
         let snap_bytes = (seg / SCAN_BWD_BLOCK - 1) * threads * ns * 4;
-        let xch_bytes = threads * 2 * ns * 4;
-        let scratch = snap_bytes + xch_bytes + flush_steps * per_step;
+        let scratch = snap_bytes + flush_steps * per_step;
         let after_bc = bc + seg * (2 * states + 4) * 4;
         let snap = if scratch <= 2 * states * raw_row { raw_b } else { after_bc };
-        let xch = snap + snap_bytes;
-        let red = xch + xch_bytes;
+        let red = snap + snap_bytes;
         let end = if snap == raw_b { after_bc } else { red + flush_steps * per_step };
         let acc = end;
         let total = acc + 2 * channels * 4;
@@ -362,7 +357,6 @@ impl ScanBwdSmem {
             dy,
             bc,
             snap,
-            xch,
             red,
             flush_steps,
             acc,
@@ -532,7 +526,6 @@ mod tests {
                     s.dy,
                     s.bc,
                     s.snap,
-                    s.xch,
                     s.red,
                     s.acc,
                     s.row_f32(),

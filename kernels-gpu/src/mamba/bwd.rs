@@ -33,6 +33,7 @@
 //! SRAM: ScanBwdSmem::new(d_state, elem, NS): 70 KiB at d_state 16, bf16, NS = 4.
 
 use super::common::{BcTile, LOG2E, bc_to_f32, copy_vec};
+use super::warp_sum::{red_plan, reduce_bc};
 use super::*;
 use crate::device::act::{sigmoid, silu, softplus};
 use crate::device::atomic::red_add_f32;
@@ -241,102 +242,6 @@ fn block_forward<const NS: usize>(
         });
         keep(i, h, &decay);
     });
-}
-
-/// This lane's part of its warp's dB / dC sums. Lane = channel << slices_log2 | slice, so
-/// the warp's `2^cpw_log2` channels differ in lane bits slices_log2.. . Computed once per
-/// thread.
-#[derive(Clone, Copy)]
-struct RedPlan {
-    slices_log2: u32,
-    /// log2 of the warp's channels.
-    cpw_log2: u32,
-    /// Reduce-scatter rounds: min(cpw_log2, log2(2 NS)).
-    rounds: u32,
-    /// Index (0..2 NS: dB of the lane's NS states, then dC) of the first value this lane
-    /// holds after the rounds; it holds 2 NS >> rounds consecutive ones.
-    first: u32,
-    /// Whether this lane stores its sums (with more channels than values, one lane of
-    /// each group of 2^(cpw_log2 - rounds)).
-    stores: bool,
-    /// `red` of this warp, slot 0.
-    red: u32,
-}
-
-#[inline(always)]
-fn red_plan<const NS: usize>(lay: ScanBwdSmem) -> RedPlan {
-    let (lane, warp) = (tid() % 32, tid() / 32);
-    let slices_log2 = lay.slices.trailing_zeros();
-    let cpw_log2 = 5 - slices_log2;
-    let all = (2 * NS as u32).trailing_zeros();
-    let rounds = if cpw_log2 < all { cpw_log2 } else { all };
-    // Round r keeps the upper half of the values held (2 NS >> (r + 1) of them) in the
-    // lanes whose channel bit r is set.
-    let mut first = 0;
-    let mut r = 0;
-    while r < rounds {
-        if lane & (1 << (slices_log2 + r)) != 0 {
-            first += (2 * NS as u32) >> (r + 1);
-        }
-        r += 1;
-    }
-    let rest = (lane >> (slices_log2 + rounds)) & ((1 << (cpw_log2 - rounds)) - 1);
-    RedPlan {
-        slices_log2,
-        cpw_log2,
-        rounds,
-        first,
-        stores: rest == 0,
-        red: lay.red + warp * 2 * lay.states * lay.flush_steps * 4,
-    }
-}
-
-/// Sums `db` and `dc` (this lane's NS states of one step) over the warp's channels into
-/// slot `slot` of the warp's `red` ([warps][2][states][flush_steps]), in a fixed order,
-/// by shuffles (a reduce-scatter): each round pairs the lanes whose channels differ in
-/// one bit; each sends its partner the half of its values the partner keeps and adds the
-/// partner's half to its own, so the values a lane holds halve (2 NS -> NS -> ...). With
-/// more channels than values, the rounds past one value are plain sums.
-#[inline(always)]
-fn reduce_bc<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], plan: RedPlan, lay: ScanBwdSmem, slot: u32) {
-    let lane = tid() % 32;
-    let mut v = [0.0f32; 16];
-    unroll::<NS, _>(|k| {
-        v[k] = db[k];
-        v[NS + k] = dc[k];
-    });
-    // Round r (unrolled: its halves are compile-time) runs while r < rounds.
-    unroll::<4, _>(|r| {
-        let half = (2 * NS) >> (r + 1);
-        if half >= 1 && (r as u32) < plan.rounds {
-            let bit = 1u32 << (plan.slices_log2 + r as u32);
-            let upper = lane & bit != 0;
-            unroll::<8, _>(|k| {
-                if k < half {
-                    let (keep, send) = if upper { (v[k + half], v[k]) } else { (v[k], v[k + half]) };
-                    v[k] = keep + shfl_xor(send, bit);
-                }
-            });
-        }
-    });
-    let mut e = plan.rounds;
-    while e < plan.cpw_log2 {
-        v[0] += shfl_xor(v[0], 1 << (plan.slices_log2 + e));
-        e += 1;
-    }
-    if plan.stores {
-        // Value o of slice s is state s NS + o % NS of dB (o < NS) or dC.
-        let s = lane & (lay.slices - 1);
-        let held = (2 * NS as u32) >> plan.rounds;
-        unroll::<16, _>(|k| {
-            if k < 2 * NS && (k as u32) < held {
-                let o = plan.first + k as u32;
-                let (which, n) = (o / NS as u32, s * NS as u32 + o % NS as u32);
-                let at = plan.red + ((which * lay.states + n) * lay.flush_steps + slot) * 4;
-                unsafe { Sram::at(at).st_f32(0, v[k]) };
-            }
-        });
-    }
 }
 
 /// After a flush's barrier: the CTA's dB and dC of steps [t, t + flush_steps), summed

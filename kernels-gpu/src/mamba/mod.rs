@@ -19,6 +19,8 @@ mod bwd;
 mod common;
 #[cfg(target_arch = "nvptx64")]
 mod fwd;
+#[cfg(target_arch = "nvptx64")]
+mod warp_sum;
 
 /// The state is saved every `SCAN_CHECKPOINT` steps: checkpoint i is h before step
 /// i * SCAN_CHECKPOINT (checkpoint 0 is the initial state). Layout f32 `[batch, dim,
@@ -275,8 +277,11 @@ pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
 ///   dtu     delta' u, f32, same shape; the walk writes sum_n A dA h_prev dh over it
 ///   dy      dL/dy (dout silu(z)), f32, same shape; the walk writes y = <h, C> over it
 ///   bc      B and C in f32, [SEG][2 states + 4] (the forward's layout)
-///   snap    the state at the start of blocks 1..: [SEG / BLOCK - 1][threads][NS] f32 (snap
-///           and red sit in the staged B and C rows' place when they fit there)
+///   snap    the state at the start of blocks 1..: [SEG / BLOCK - 1][threads][NS] f32 (snap,
+///           xch and red sit in the staged B and C rows' place when they fit there)
+///   xch     with 8 states per thread, per warp, one step's dB and dC of every lane,
+///           2 NS x 32 f32: the warp sums them over its channels through it (4 states per
+///           thread sum by shuffles: none)
 ///   red     per-warp dB and dC of `flush_steps` steps: [warps][2][states][flush_steps]
 ///   acc     dD and ddelta_bias sums per channel, f32 [2][channels]
 /// (The state at the start of each segment of a checkpoint interval lives in HBM, in
@@ -296,6 +301,7 @@ pub struct ScanBwdSmem {
     pub dy: u32,
     pub bc: u32,
     pub snap: u32,
+    pub xch: u32,
     pub red: u32,
     pub flush_steps: u32,
     pub acc: u32,
@@ -333,13 +339,15 @@ impl ScanBwdSmem {
         while flush_steps > 1 && flush_steps * per_step > SCAN_BWD_RED_BUDGET {
             flush_steps /= 2;
         }
-        // snap and red are used between the B/C conversion and the segment's end:
+        // snap, xch and red are used between the B/C conversion and the segment's end:
         // they take the staged B and C rows' place when they fit there (f32 inputs).
         let snap_bytes = (seg / SCAN_BWD_BLOCK - 1) * threads * ns * 4;
-        let scratch = snap_bytes + flush_steps * per_step;
+        let xch_bytes = if ns >= 8 { threads * 2 * ns * 4 } else { 0 };
+        let scratch = snap_bytes + xch_bytes + flush_steps * per_step;
         let after_bc = bc + seg * (2 * states + 4) * 4;
         let snap = if scratch <= 2 * states * raw_row { raw_b } else { after_bc };
-        let red = snap + snap_bytes;
+        let xch = snap + snap_bytes;
+        let red = xch + xch_bytes;
         let end = if snap == raw_b { after_bc } else { red + flush_steps * per_step };
         let acc = end;
         let total = acc + 2 * channels * 4;
@@ -357,6 +365,7 @@ impl ScanBwdSmem {
             dy,
             bc,
             snap,
+            xch,
             red,
             flush_steps,
             acc,
@@ -526,6 +535,7 @@ mod tests {
                     s.dy,
                     s.bc,
                     s.snap,
+                    s.xch,
                     s.red,
                     s.acc,
                     s.row_f32(),

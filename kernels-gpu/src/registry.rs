@@ -190,9 +190,9 @@ pub const LAUNCH_BOUNDS: &[(&str, u32, u32, u32)] = &[
     ("scan_bwd_f32_s8", SCAN_BWD_THREADS, 2, 2),
     ("scan_bwd_bf16_s8", SCAN_BWD_THREADS, 2, 2),
     ("scan_bwd_f16_s8", SCAN_BWD_THREADS, 2, 2),
-    // The fixed-slice kernels: 16-bit inputs at d_state 16 take 52 KiB of SRAM, 4 CTAs
-    // (16 warps) on the H100 in <= 128 registers without spills (3 on sm_80: 4 would
-    // spill 4 bytes there); f32 inputs take 62 KiB: 3 CTAs.
+    // The fixed-slice kernels: 16-bit inputs at d_state 16 take 48 KiB of SRAM, 4 CTAs
+    // (16 warps) on the H100 in <= 128 registers without spills (3 on sm_80, whose SRAM
+    // holds 3); f32 inputs take 58 KiB: 3 CTAs.
     ("scan_bwd_f32_s4_x4", SCAN_BWD_THREADS, 3, 3),
     ("scan_bwd_bf16_s4_x4", SCAN_BWD_THREADS, 4, 3),
     ("scan_bwd_f16_s4_x4", SCAN_BWD_THREADS, 4, 3),

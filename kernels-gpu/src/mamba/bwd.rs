@@ -2,35 +2,43 @@
 //! run of `channels` channels of one group; thread: one channel and a slice of NS states),
 //! walking the sequence from the end, one checkpoint segment (SEG = 32 steps) at a time.
 //!
-//! Per segment:
+//! First in each checkpoint interval (SCAN_CHECKPOINT = 4 segments) it visits: the
+//! advance pass steps the state from the forward's checkpoint through the interval's
+//! earlier segments (u, delta, B staged) and keeps each segment's starting state in HBM
+//! scratch (`starts`). Then per segment:
 //!   HBM  -> SRAM  u, delta, dout, z rows of the CTA's channels, B and C rows of the
 //!                 group (cp.async, one stage)
 //!   SRAM -> SRAM  per (channel, step): dt = delta', dtu = delta' u, dy = dout silu(z);
 //!                 B and C in f32, transposed (the forward's tile)
-//!   pass A        from the segment's checkpoint (the forward saved it), the recurrence
-//!                 forward over its blocks of SCAN_BWD_BLOCK (4) steps; the state at the
-//!                 start of blocks 1.. to SRAM (`snap`)
-//!   walk          block by block from the last: its 8 states recomputed into registers
-//!                 (hs, 4 x NS), then stepped back to front:
+//!   pass A        from the segment's starting state, the recurrence forward over its
+//!                 blocks of SCAN_BWD_BLOCK (4) steps; the state at the start of blocks
+//!                 1.. to SRAM (`snap`)
+//!   walk          block by block from the last: its states and decays recomputed into
+//!                 registers (hs, decays: 4 x NS each), then stepped back to front:
 //!                   gh   = dh + dy C                  (dL/dh_t)
 //!                   dB  += gh dtu,  dC += dy h_t       (summed over channels, below)
 //!                   sgb  = sum_n gh B,  sga = sum_n gh dA h_{t-1} A,  y = sum_n h_t C
 //!                   dA  += dt gh dA h_{t-1},  dh = gh dA
 //!                 sgb, sga, y summed over the channel's slices (shuffles) replace dt,
 //!                 dtu, dy of that step in SRAM
-//!   dB, dC        per step: summed over the warp's channels by a transposing butterfly
-//!                 (each round halves the values a lane holds), over the CTA's warps in
-//!                 SRAM (`red`), then one partial per CTA to HBM (stored, or added with
-//!                 red.global.add)
+//!   dB, dC        per step: summed over the warp's channels (warp_sum.rs: shuffles at
+//!                 4 states per thread, an SRAM exchange at 8), over the CTA's warps in
+//!                 SRAM (`red`, every flush_steps steps), then one partial per CTA to HBM
+//!                 (stored, or added with red.global.add)
 //!   epilogue      per (channel, 16-byte vector): du = dt sgb + D dy, ddelta = (u sgb +
 //!                 sga) softplus'(x), dz = dout (y + D u) silu'(z) to HBM; dD and
 //!                 ddelta_bias summed per channel in SRAM
 //! At the end: dh is dinitial_state, the dA sums and the SRAM sums go to per-batch-row
 //! partials (the host sums them over the batch with `scan_bwd_sum_f32`, in order).
 //!
-//! Cost per (step, state): 3 ex2 (pass A, the block recompute, the walk) and ~20 other
-//! instructions, against the forward's 1 and ~12.
-//! SRAM: ScanBwdSmem::new(d_state, elem, NS): 70 KiB at d_state 16, bf16, NS = 4.
+//! Cost per (step, state): ~2.6 ex2 (the advance 3/4, pass A 7/8, the block recompute 1)
+//! and ~50 instructions in all, against the forward's 1 and ~12 (SASS of the d_state 16
+//! kernel, 4 states per thread: 507 instructions per 4-step block of the walk, the
+//! recompute included, ~200 per thread and step with the other passes).
+//! SRAM: ScanBwdSmem::new(d_state, elem, NS): 48 KiB at d_state 16, bf16 (4 CTAs per SM on
+//! the H100), 88 KiB at d_state 64.
+//! Kernels per (dtype, NS): one reads the slice count from the launch; the SCAN_BWD_FIXED
+//! pairs also have one built for theirs (`S`), whose layout and loops are constants.
 
 use super::common::{BcTile, LOG2E, bc_to_f32, copy_vec};
 use super::warp_sum::{red_plan, reduce_bc};
@@ -520,8 +528,8 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
                 decays[i] = *d;
             });
             // The walk reads B, C, dtu and dy step by step (a fresh address: not the
-            // recompute's loads kept alive for the block); the decays are recomputed:
-            // keeping them would hold BLOCK x NS more registers.
+            // recompute's loads kept alive for the block); it takes the recompute's
+            // decays (BLOCK x NS registers; ptxas had kept most of them anyway).
             let walk_row0 = row0.pinned();
             let dy = load_block(dy_row.skip(j * BLOCK * 4));
             unroll::<B, _>(|k| {

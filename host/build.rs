@@ -85,16 +85,16 @@ fn main() {
         let asm = target_dir.join(TRIPLE).join("ptx").join("deps").join("flashscan_kernels.s");
         let ptx = fs::read_to_string(&asm)
             .unwrap_or_else(|e| fail(&format!("kernel build for {cpu} left no PTX at {}: {e}", asm.display())));
-        let ptx = with_launch_bounds(&ptx);
+        let ptx = with_launch_bounds(&ptx, stem);
         fs::write(out_dir.join(format!("flashscan_{stem}.ptx")), ptx)
             .unwrap_or_else(|e| fail(&format!("cannot write PTX into OUT_DIR: {e}")));
     }
 }
 
 /// The PTX with `.maxntid` / `.minnctapersm` after the parameter list of each kernel in
-/// `registry::LAUNCH_BOUNDS`, and `.maxnreg` for each in `registry::MAX_REGS` (rustc has
-/// no attribute for them).
-fn with_launch_bounds(ptx: &str) -> String {
+/// `registry::LAUNCH_BOUNDS` (its CTA count for this architecture, `stem`), and `.maxnreg`
+/// for each in `registry::MAX_REGS` (rustc has no attribute for them).
+fn with_launch_bounds(ptx: &str, stem: &str) -> String {
     use flashscan_kernels::registry::{LAUNCH_BOUNDS, MAX_REGS};
     let mut out = String::with_capacity(ptx.len() + 1024);
     let mut pending: Option<String> = None;
@@ -103,10 +103,10 @@ fn with_launch_bounds(ptx: &str) -> String {
         out.push('\n');
         if let Some(rest) = line.trim_start().strip_prefix(".visible .entry ") {
             let name = rest.split('(').next().unwrap_or("").trim();
-            let bounds = LAUNCH_BOUNDS
-                .iter()
-                .find(|(k, _, _)| *k == name)
-                .map(|&(_, threads, ctas)| format!(".maxntid {threads}, 1, 1\n.minnctapersm {ctas}\n"));
+            let bounds = LAUNCH_BOUNDS.iter().find(|(k, _, _, _)| *k == name).map(|&(_, threads, sm90, sm80)| {
+                let ctas = if stem == "sm80" { sm80 } else { sm90 };
+                format!(".maxntid {threads}, 1, 1\n.minnctapersm {ctas}\n")
+            });
             let regs = MAX_REGS.iter().find(|(k, _)| *k == name).map(|&(_, n)| format!(".maxnreg {n}\n"));
             pending = match (bounds, regs) {
                 (None, None) => None,

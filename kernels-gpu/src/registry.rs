@@ -142,6 +142,12 @@ pub const KERNELS: &[KernelInfo] = &[
     k("scan_bwd_bf16_s8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
     k("scan_bwd_f16_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
     k("scan_bwd_f16_s8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f32_s4_x4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f32_s8_x8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_bf16_s4_x4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_bf16_s8_x8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f16_s4_x4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f16_s8_x8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
     k("scan_bwd_sum_f32", 0, &[]),
     k("scan_bwd_sum_bf16", 0, &[]),
     k("scan_bwd_sum_f16", 0, &[]),
@@ -177,16 +183,28 @@ pub const KERNELS: &[KernelInfo] = &[
 /// (`.maxntid threads, 1, 1` and `.minnctapersm ctas`), as CUDA's `__launch_bounds__`
 /// does: ptxas then keeps the kernel within 64K / (threads x ctas) registers. rustc has
 /// no attribute for them. Every launch of these kernels uses at most `threads` threads.
-pub const LAUNCH_BOUNDS: &[(&str, u32, u32)] = &[
+/// Entries: (kernel, threads, CTAs per SM in the sm_90a PTX, in the sm_80 PTX): sm_80
+/// (A100) has 164 KiB of SRAM per SM against the H100's 228, so a bound that SRAM cannot
+/// reach there would only cost registers.
+pub const LAUNCH_BOUNDS: &[(&str, u32, u32, u32)] = &[
     // 3 CTAs of 128 threads (12 warps) per SM: <= 168 registers, which 4 states per thread
     // fit without spills (4 CTAs, <= 128, spill 4-24 bytes since the checkpoint interval
     // is walked in segments); 8 states per thread: 2 CTAs.
-    ("scan_bwd_f32_s4", SCAN_BWD_THREADS, 3),
-    ("scan_bwd_bf16_s4", SCAN_BWD_THREADS, 3),
-    ("scan_bwd_f16_s4", SCAN_BWD_THREADS, 3),
-    ("scan_bwd_f32_s8", SCAN_BWD_THREADS, 2),
-    ("scan_bwd_bf16_s8", SCAN_BWD_THREADS, 2),
-    ("scan_bwd_f16_s8", SCAN_BWD_THREADS, 2),
+    ("scan_bwd_f32_s4", SCAN_BWD_THREADS, 3, 3),
+    ("scan_bwd_bf16_s4", SCAN_BWD_THREADS, 3, 3),
+    ("scan_bwd_f16_s4", SCAN_BWD_THREADS, 3, 3),
+    ("scan_bwd_f32_s8", SCAN_BWD_THREADS, 2, 2),
+    ("scan_bwd_bf16_s8", SCAN_BWD_THREADS, 2, 2),
+    ("scan_bwd_f16_s8", SCAN_BWD_THREADS, 2, 2),
+    // The fixed-slice kernels: 16-bit inputs at d_state 16 take 48 KiB of SRAM, 4 CTAs
+    // (16 warps) on the H100 in <= 128 registers without spills (3 on sm_80, whose SRAM
+    // holds 3); f32 inputs take 58 KiB: 3 CTAs.
+    ("scan_bwd_f32_s4_x4", SCAN_BWD_THREADS, 3, 3),
+    ("scan_bwd_bf16_s4_x4", SCAN_BWD_THREADS, 4, 3),
+    ("scan_bwd_f16_s4_x4", SCAN_BWD_THREADS, 4, 3),
+    ("scan_bwd_f32_s8_x8", SCAN_BWD_THREADS, 2, 2),
+    ("scan_bwd_bf16_s8_x8", SCAN_BWD_THREADS, 2, 2),
+    ("scan_bwd_f16_s8_x8", SCAN_BWD_THREADS, 2, 2),
 ];
 
 /// Register caps that the build writes into the PTX after a kernel's parameter list

@@ -4,7 +4,7 @@
 use super::{Problem, ScanGrads, ScanInputs, ScanOutput};
 use crate::kernels::mamba::{
     SCAN_BWD_SEG, SCAN_CHECKPOINT, SCAN_SUM_THREADS, SCAN_THREADS, ScanBwdParams, ScanBwdSmem, ScanFwdParams, ScanSmem,
-    ScanSumParams, scan_bwd_states_per_thread, scan_slices_for, scan_states_for_launch,
+    ScanSumParams, scan_bwd_fixed, scan_bwd_states_per_thread, scan_slices_for, scan_states_for_launch,
 };
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::tensor::device_addr_or_0 as addr;
@@ -171,7 +171,12 @@ pub(crate) fn backward<T: Element>(
         starts: starts.device_addr(),
     };
     let cfg = LaunchGrid { grid: (grid, p.batch as u32, 1), block: lay.threads, smem: lay.total };
-    gpu.launch(&format!("scan_bwd_{}_s{ns}", T::DTYPE.suffix()), cfg, &params)?;
+    let kernel = if scan_bwd_fixed(ns, lay.slices) {
+        format!("scan_bwd_{}_s{ns}_x{}", T::DTYPE.suffix(), lay.slices)
+    } else {
+        format!("scan_bwd_{}_s{ns}", T::DTYPE.suffix())
+    };
+    gpu.launch(&kernel, cfg, &params)?;
 
     // The fixed-order sums: over the batch rows (dA, dD, ddelta_bias), over the parts
     // (dB, dC).

@@ -2,43 +2,51 @@
 //! run of `channels` channels of one group; thread: one channel and a slice of NS states),
 //! walking the sequence from the end, one checkpoint segment (SEG = 32 steps) at a time.
 //!
-//! Per segment:
+//! First in each checkpoint interval (SCAN_CHECKPOINT = 4 segments) it visits: the
+//! advance pass steps the state from the forward's checkpoint through the interval's
+//! earlier segments (u, delta, B staged) and keeps each segment's starting state in HBM
+//! scratch (`starts`). Then per segment:
 //!   HBM  -> SRAM  u, delta, dout, z rows of the CTA's channels, B and C rows of the
 //!                 group (cp.async, one stage)
 //!   SRAM -> SRAM  per (channel, step): dt = delta', dtu = delta' u, dy = dout silu(z);
 //!                 B and C in f32, transposed (the forward's tile)
-//!   pass A        from the segment's checkpoint (the forward saved it), the recurrence
-//!                 forward over its blocks of SCAN_BWD_BLOCK (4) steps; the state at the
-//!                 start of blocks 1.. to SRAM (`snap`)
-//!   walk          block by block from the last: its 8 states recomputed into registers
-//!                 (hs, 4 x NS), then stepped back to front:
+//!   pass A        from the segment's starting state, the recurrence forward over its
+//!                 blocks of SCAN_BWD_BLOCK (4) steps; the state at the start of blocks
+//!                 1.. to SRAM (`snap`)
+//!   walk          block by block from the last: its states and decays recomputed into
+//!                 registers (hs, decays: 4 x NS each), then stepped back to front:
 //!                   gh   = dh + dy C                  (dL/dh_t)
 //!                   dB  += gh dtu,  dC += dy h_t       (summed over channels, below)
 //!                   sgb  = sum_n gh B,  sga = sum_n gh dA h_{t-1} A,  y = sum_n h_t C
 //!                   dA  += dt gh dA h_{t-1},  dh = gh dA
 //!                 sgb, sga, y summed over the channel's slices (shuffles) replace dt,
 //!                 dtu, dy of that step in SRAM
-//!   dB, dC        per step: summed over the warp's channels by a transposing butterfly
-//!                 (each round halves the values a lane holds), over the CTA's warps in
-//!                 SRAM (`red`), then one partial per CTA to HBM (stored, or added with
-//!                 red.global.add)
+//!   dB, dC        per step: summed over the warp's channels (warp_sum.rs: shuffles at
+//!                 4 states per thread, an SRAM exchange at 8), over the CTA's warps in
+//!                 SRAM (`red`, every flush_steps steps), then one partial per CTA to HBM
+//!                 (stored, or added with red.global.add)
 //!   epilogue      per (channel, 16-byte vector): du = dt sgb + D dy, ddelta = (u sgb +
 //!                 sga) softplus'(x), dz = dout (y + D u) silu'(z) to HBM; dD and
 //!                 ddelta_bias summed per channel in SRAM
 //! At the end: dh is dinitial_state, the dA sums and the SRAM sums go to per-batch-row
 //! partials (the host sums them over the batch with `scan_bwd_sum_f32`, in order).
 //!
-//! Cost per (step, state): 3 ex2 (pass A, the block recompute, the walk) and ~20 other
-//! instructions, against the forward's 1 and ~12.
-//! SRAM: ScanBwdSmem::new(d_state, elem, NS): 70 KiB at d_state 16, bf16, NS = 4.
+//! Cost per (step, state): ~2.6 ex2 (the advance 3/4, pass A 7/8, the block recompute 1)
+//! and ~50 instructions in all, against the forward's 1 and ~12 (SASS of the d_state 16
+//! kernel, 4 states per thread: 507 instructions per 4-step block of the walk, the
+//! recompute included, ~200 per thread and step with the other passes).
+//! SRAM: ScanBwdSmem::new(d_state, elem, NS): 48 KiB at d_state 16, bf16 (4 CTAs per SM on
+//! the H100), 88 KiB at d_state 64.
+//! Kernels per (dtype, NS): one reads the slice count from the launch; the SCAN_BWD_FIXED
+//! pairs also have one built for theirs (`S`), whose layout and loops are constants.
 
 use super::common::{BcTile, LOG2E, bc_to_f32, copy_vec};
+use super::warp_sum::{red_plan, reduce_bc};
 use super::*;
 use crate::device::act::{sigmoid, silu, softplus};
 use crate::device::atomic::red_add_f32;
 use crate::device::cp_async::{commit, wait_group};
 use crate::device::math::{exp2, fma};
-use crate::device::thread::sync_warp;
 use crate::device::thread::{block_x, block_y, sync_threads, tid};
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, Elem, F16, Hbm, HbmMut, Sram, unroll};
@@ -61,8 +69,9 @@ struct Cta {
     part: u32,
 }
 
-/// Issues the copies of the segment at `t0` into the raw rows; zeros past the end and for
-/// absent channels or states.
+/// Issues the copies of the segment at `t0` into the raw rows (dout, z and C only for a
+/// segment the walk visits: the advance pass reads u, delta and B); zeros past the end
+/// and for absent channels or states.
 #[inline(always)]
 unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u32, aligned: bool, walk: bool) {
     let (vecs, lanes) = (SEG * T::BYTES / 16, T::LANES as u32);
@@ -75,7 +84,6 @@ unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, 
         unsafe {
             copy_vec::<T>(at(0), p.u, row, t, ok, p.seqlen, aligned);
             copy_vec::<T>(at(1), p.delta, row, t, ok, p.seqlen, aligned);
-            // dout and z only for a segment the walk visits (not the advance pass).
             if walk {
                 copy_vec::<T>(at(2), p.dout, row, t, ok, p.seqlen, aligned);
                 if p.z != 0 {
@@ -92,7 +100,9 @@ unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, 
         let (t, ok, at) = (t0 + vec * lanes, n < p.d_state, n * lay.raw_row + vec * 16);
         unsafe {
             copy_vec::<T>(Sram::at(lay.raw_b).byte(at), p.b, row, t, ok, p.seqlen, aligned);
-            copy_vec::<T>(Sram::at(lay.raw_c).byte(at), p.c, row, t, ok, p.seqlen, aligned);
+            if walk {
+                copy_vec::<T>(Sram::at(lay.raw_c).byte(at), p.c, row, t, ok, p.seqlen, aligned);
+            }
         }
         i += lay.threads;
     }
@@ -229,125 +239,30 @@ fn block_forward<const NS: usize>(
     row0: Sram,
     bc_row: u32,
     quarter: u32,
-    mut keep: impl FnMut(usize, &[f32; NS]),
+    mut keep: impl FnMut(usize, &[f32; NS], &[f32; NS]),
 ) {
     unroll::<B, _>(|i| {
         let b = bc_of::<NS>(Sram { addr: row0.addr + i as u32 * bc_row }, quarter, false);
-        unroll::<NS, _>(|n| h[n] = fma(exp2(dt[i] * a2[n]), h[n], dtu[i] * b[n]));
-        keep(i, h);
-    });
-}
-
-/// Where a lane's dB / dC values meet the rest of its warp's: the warp's xch holds one
-/// step as [2 NS values][slices][channels of the warp] f32, so the `32 / slices` entries
-/// of one output (value v of slice s, summed over the warp's channels) are contiguous,
-/// and lane l sums entries [2 NS l, 2 NS (l + 1)): the same 2 NS loads per lane at every
-/// slice count, as two or four 16-byte vectors. Computed once per thread.
-#[derive(Clone, Copy)]
-struct RedPlan {
-    /// Where this lane writes its value 0 (value v at + 128 v bytes).
-    put: Sram,
-    /// The lane's 2 NS entries.
-    get: Sram,
-    slices_log2: u32,
-    /// log2 of the warp's channels (entries per output).
-    cpw_log2: u32,
-    /// `red` of this warp, slot 0.
-    red: u32,
-}
-
-#[inline(always)]
-fn red_plan<const NS: usize>(lay: ScanBwdSmem) -> RedPlan {
-    let (lane, warp) = (tid() % 32, tid() / 32);
-    let slices_log2 = lay.slices.trailing_zeros();
-    let cpw_log2 = 5 - slices_log2;
-    let (ch, s) = (lane >> slices_log2, lane & (lay.slices - 1));
-    let xch = lay.xch + warp * 2 * NS as u32 * 128;
-    RedPlan {
-        put: Sram::at(xch + ((s << cpw_log2) + ch) * 4),
-        get: Sram::at(xch + lane * 2 * NS as u32 * 4),
-        slices_log2,
-        cpw_log2,
-        red: lay.red + warp * 2 * lay.states * lay.flush_steps * 4,
-    }
-}
-
-/// Sums `db` and `dc` (this lane's NS states of one step) over the warp's channels into
-/// slot `slot` of the warp's `red` ([warps][2][states][flush_steps]), in a fixed order.
-#[inline(always)]
-fn reduce_bc<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], plan: RedPlan, lay: ScanBwdSmem, slot: u32) {
-    let lane = tid() % 32;
-    // The previous step's entries have all been read.
-    sync_warp();
-    unroll::<NS, _>(|k| unsafe {
-        plan.put.st_f32(k as u32 * 128, db[k]);
-        plan.put.st_f32((NS + k) as u32 * 128, dc[k]);
-    });
-    sync_warp();
-    let all = (2 * NS as u32).trailing_zeros();
-    // Output o (value v of slice s) is state s NS + v % NS of dB (v < NS) or dC.
-    let put = |o: u32, sum: f32| {
-        let (val, s) = (o >> plan.slices_log2, o & (lay.slices - 1));
-        let (which, n) = (val / NS as u32, s * NS as u32 + val % NS as u32);
-        let at = plan.red + ((which * lay.states + n) * lay.flush_steps + slot) * 4;
-        unsafe { Sram::at(at).st_f32(0, sum) };
-    };
-    if plan.cpw_log2 >= all {
-        // At least 2 NS channels per warp: the lane's 2 NS entries are part of one output
-        // (a pairwise sum), its 2^extra neighbours hold the rest.
-        let mut v = [0.0f32; 16];
-        unroll::<4, _>(|q| {
-            if q * 4 < 2 * NS {
-                let w = unsafe { plan.get.ld_v4(q as u32 * 16) };
-                unroll::<4, _>(|e| v[q * 4 + e] = f32::from_bits(w[e]));
-            }
+        let mut decay = [0.0f32; NS];
+        unroll::<NS, _>(|n| {
+            decay[n] = exp2(dt[i] * a2[n]);
+            h[n] = fma(decay[n], h[n], dtu[i] * b[n]);
         });
-        let mut width = 2 * NS;
-        unroll::<4, _>(|_| {
-            if width > 1 {
-                width /= 2;
-                unroll::<8, _>(|i| {
-                    if i < width {
-                        v[i] = v[2 * i] + v[2 * i + 1];
-                    }
-                });
-            }
-        });
-        let extra = plan.cpw_log2 - all;
-        let mut e = 0;
-        while e < extra {
-            v[0] += shfl_xor(v[0], 1 << e);
-            e += 1;
-        }
-        if lane & ((1 << extra) - 1) == 0 {
-            put(lane >> extra, v[0]);
-        }
-    } else {
-        // Fewer: the lane holds 2 NS / cpw whole outputs of cpw entries each.
-        let cpw = 1 << plan.cpw_log2;
-        let held = (2 * NS as u32) >> plan.cpw_log2;
-        let mut k = 0;
-        while k < held {
-            let mut sum = 0.0;
-            let mut j = 0;
-            while j < cpw {
-                sum += unsafe { plan.get.ld_f32((k * cpw + j) * 4) };
-                j += 1;
-            }
-            put(lane * held + k, sum);
-            k += 1;
-        }
-    }
+        keep(i, h, &decay);
+    });
 }
 
 /// After a flush's barrier: the CTA's dB and dC of steps [t, t + flush_steps), summed
 /// over the warps in order, into this CTA's part (deterministic) or added to the one part.
 #[inline(always)]
 unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
-    let (f, ds) = (lay.flush_steps.max(1), p.d_state.max(1));
+    // Items over the layout's states (a power of two, like flush_steps: shifts, not
+    // divisions), those past d_state skipped.
+    let (f, ds) = (lay.flush_steps.max(1), p.d_state as usize);
+    let (f_log2, s_log2) = (f.trailing_zeros(), lay.states.trailing_zeros());
     let mut i = tid();
-    while i < 2 * ds * f {
-        let (io, n, which) = (i % f, (i / f) % ds, i / f / ds);
+    while i < 2 * lay.states * f {
+        let (io, n, which) = (i & (f - 1), (i >> f_log2) & (lay.states - 1), i >> (f_log2 + s_log2));
         let mut part = [0.0f32; 8];
         unroll::<8, _>(|w| {
             if (w as u32) < lay.threads / 32 {
@@ -357,10 +272,9 @@ unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
         });
         let s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
         let step = t + io;
-        if step < p.seqlen {
+        if step < p.seqlen && (n as usize) < ds {
             let part = if p.deterministic != 0 { cta.part as usize } else { 0 };
-            let row = (((part * 2 + which as usize) * p.batch as usize + cta.b) * p.groups as usize + cta.g)
-                * ds as usize
+            let row = (((part * 2 + which as usize) * p.batch as usize + cta.b) * p.groups as usize + cta.g) * ds
                 + n as usize;
             let dst = HbmMut::<f32>::from_addr(p.dbc).offset(row * p.seqlen as usize + step as usize);
             if p.deterministic != 0 {
@@ -452,9 +366,15 @@ unsafe fn epilogue<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u
     }
 }
 
+/// The backward of one CTA. `S`: the slices per channel the kernel is built for (its
+/// layout is then a compile-time constant: SCAN_BWD_FIXED), or 0 for any (from the launch).
 #[inline(always)]
-unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
-    let lay = ScanBwdSmem::with_threads(p.d_state, T::BYTES, NS as u32, p.threads);
+unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
+    let lay = if S > 0 {
+        ScanBwdSmem::for_slices(S, T::BYTES, NS as u32, scan_bwd_threads(S))
+    } else {
+        ScanBwdSmem::with_threads(p.d_state, T::BYTES, NS as u32, p.threads)
+    };
     let t_id = tid();
     let slices = lay.slices.max(1);
     let (ch_l, slice) = (t_id / slices, t_id % slices);
@@ -508,8 +428,8 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
         slices: lay.slices,
         threads: lay.threads,
     };
-    // The segment at t0 into SRAM: staged, then dt / dtu (and dy when it is to be
-    // walked) and the B, C tile.
+    // The segment at t0 into SRAM: staged, then dt / dtu and the B tile (dy and C too
+    // when it is to be walked).
     let prepare = |t0: u32, valid: u32, walk: bool| {
         // Every thread is past the previous segment's last use of the raw rows and tiles.
         sync_threads();
@@ -518,7 +438,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
         wait_group::<0>();
         sync_threads();
         unsafe { convert_segment::<T>(p, lay, cta, valid, walk) };
-        unsafe { bc_to_f32::<T, NS>(tile, t_id) };
+        unsafe { bc_to_f32::<T, NS>(tile, t_id, walk) };
         sync_threads();
     };
     // This thread's B, C quarter in block j's first bc row, and one block of the
@@ -526,7 +446,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
     let row_of = |j: u32| Sram::at(lay.bc + j * BLOCK * lay.bc_row() + slice * 32).pinned();
     let step_block = |h: &mut [f32; NS], j: u32| {
         let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
-        block_forward::<NS>(h, &a2, &dt, &dtu, row_of(j), lay.bc_row(), quarter, |_, _| {});
+        block_forward::<NS>(h, &a2, &dt, &dtu, row_of(j), lay.bc_row(), quarter, |_, _, _| {});
     };
     let cta_id = (block_y() * crate::device::thread::grid_x() + block_x()) as usize;
     let starts = HbmMut::<f32>::from_addr(p.starts)
@@ -601,12 +521,15 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
             };
             let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
             let row0 = row_of(j);
-            let mut hs = [[0.0f32; NS]; B];
+            let (mut hs, mut decays) = ([[0.0f32; NS]; B], [[0.0f32; NS]; B]);
             let mut h = start;
-            block_forward::<NS>(&mut h, &a2, &dt, &dtu, row0, lay.bc_row(), quarter, |i, h| hs[i] = *h);
+            block_forward::<NS>(&mut h, &a2, &dt, &dtu, row0, lay.bc_row(), quarter, |i, h, d| {
+                hs[i] = *h;
+                decays[i] = *d;
+            });
             // The walk reads B, C, dtu and dy step by step (a fresh address: not the
-            // recompute's loads kept alive for the block); the decays are recomputed:
-            // keeping them would hold BLOCK x NS more registers.
+            // recompute's loads kept alive for the block); it takes the recompute's
+            // decays (BLOCK x NS registers; ptxas had kept most of them anyway).
             let walk_row0 = row0.pinned();
             let dy = load_block(dy_row.skip(j * BLOCK * 4));
             unroll::<B, _>(|k| {
@@ -619,7 +542,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize>(p: &ScanBwdParams) {
                 let (mut y, mut sgb, mut sga) = (0.0f32, 0.0f32, 0.0f32);
                 let (mut dbv, mut dcv) = ([0.0f32; NS], [0.0f32; NS]);
                 unroll::<NS, _>(|n| {
-                    let decay = exp2(dt_i * a2[n]);
+                    let decay = decays[i][n];
                     let gh = fma(dy_i, cc[n], dh[n]);
                     y = fma(hs[i][n], cc[n], y);
                     dbv[n] = gh * dtu_i;
@@ -700,21 +623,28 @@ unsafe fn scan_bwd_sum<T: Elem>(p: &ScanSumParams) {
 }
 
 macro_rules! scan_bwd_entry {
-    ($name:ident, $t:ty, $ns:expr) => {
+    ($name:ident, $t:ty, $ns:expr, $s:expr) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(p: ScanBwdParams) {
-            unsafe { scan_bwd::<$t, $ns>(&p) }
+            unsafe { scan_bwd::<$t, $ns, $s>(&p) }
         }
     };
 }
 
-// Suffix: states per thread (scan_bwd_states_per_thread).
-scan_bwd_entry!(scan_bwd_f32_s4, f32, 4);
-scan_bwd_entry!(scan_bwd_f32_s8, f32, 8);
-scan_bwd_entry!(scan_bwd_bf16_s4, Bf16, 4);
-scan_bwd_entry!(scan_bwd_bf16_s8, Bf16, 8);
-scan_bwd_entry!(scan_bwd_f16_s4, F16, 4);
-scan_bwd_entry!(scan_bwd_f16_s8, F16, 8);
+// Suffix: states per thread (scan_bwd_states_per_thread), any slice count.
+scan_bwd_entry!(scan_bwd_f32_s4, f32, 4, 0);
+scan_bwd_entry!(scan_bwd_f32_s8, f32, 8, 0);
+scan_bwd_entry!(scan_bwd_bf16_s4, Bf16, 4, 0);
+scan_bwd_entry!(scan_bwd_bf16_s8, Bf16, 8, 0);
+scan_bwd_entry!(scan_bwd_f16_s4, F16, 4, 0);
+scan_bwd_entry!(scan_bwd_f16_s8, F16, 8, 0);
+// Suffix _x{S}: built for S slices (SCAN_BWD_FIXED).
+scan_bwd_entry!(scan_bwd_f32_s4_x4, f32, 4, 4);
+scan_bwd_entry!(scan_bwd_f32_s8_x8, f32, 8, 8);
+scan_bwd_entry!(scan_bwd_bf16_s4_x4, Bf16, 4, 4);
+scan_bwd_entry!(scan_bwd_bf16_s8_x8, Bf16, 8, 8);
+scan_bwd_entry!(scan_bwd_f16_s4_x4, F16, 4, 4);
+scan_bwd_entry!(scan_bwd_f16_s8_x8, F16, 8, 8);
 
 macro_rules! scan_sum_entry {
     ($name:ident, $t:ty) => {

@@ -45,14 +45,15 @@ pub(super) struct BcTile {
     pub threads: u32,
 }
 
-/// B, C -> f32, transposed into the tile, one staged 16-byte vector per item. `NS`: states
-/// per thread.
+/// B, C -> f32, transposed into the tile, one staged 16-byte vector per item (B only
+/// when `with_c` is false: C was not staged). `NS`: states per thread.
 #[inline(always)]
-pub(super) unsafe fn bc_to_f32<T: Elem, const NS: usize>(bc: BcTile, t_id: u32) {
+pub(super) unsafe fn bc_to_f32<T: Elem, const NS: usize>(bc: BcTile, t_id: u32, with_c: bool) {
     let lanes = T::LANES as u32;
     let vecs = bc.row_bytes / 16;
+    let rows = if with_c { 2 * bc.states } else { bc.states };
     let mut i = t_id;
-    while i < 2 * bc.states * vecs {
+    while i < rows * vecs {
         let (r, vec) = (i / vecs, i % vecs);
         let (n, is_c) = if r < bc.states { (r, 0) } else { (r - bc.states, 1) };
         let (s_of, q) = (n / NS as u32, n % NS as u32);

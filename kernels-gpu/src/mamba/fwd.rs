@@ -215,7 +215,7 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
             slices: lay.slices,
             threads: SCAN_THREADS,
         };
-        unsafe { bc_to_f32::<T, NS>(tile, t_id) };
+        unsafe { bc_to_f32::<T, NS>(tile, t_id, true) };
         sync_threads();
 
         // The scan, 8 steps at a time: h = exp(delta' A) h + delta' u B; y = <h, C>.

@@ -19,6 +19,8 @@ mod bwd;
 mod common;
 #[cfg(target_arch = "nvptx64")]
 mod fwd;
+#[cfg(target_arch = "nvptx64")]
+mod warp_sum;
 
 /// The state is saved every `SCAN_CHECKPOINT` steps: checkpoint i is h before step
 /// i * SCAN_CHECKPOINT (checkpoint 0 is the initial state). Layout f32 `[batch, dim,
@@ -238,6 +240,28 @@ pub const SCAN_BWD_FLUSH: u32 = 8;
 /// (SCAN_BWD_FLUSH, fewer for large d_state) so that it stays within this.
 pub const SCAN_BWD_RED_BUDGET: u32 = 16 * 1024;
 
+/// (states per thread, slices) pairs with their own backward kernels (`scan_bwd_*_s{NS}_x{S}`),
+/// built for that slice count: the layout, the dB / dC sums and the shuffles are
+/// compile-time (d_state 9..=16 and 33..=64 by default, Mamba's usual sizes). Other
+/// pairs take the kernels that read the slice count from the launch. SASS at d_state 16:
+/// the walk's loop body (a 4-step block) is 466 instructions here against 1399 there
+/// (runtime loops, divisions, predicates spilled to registers), and 16-bit inputs fit 4
+/// CTAs per SM without spills. H100, b = 8, dim = 4096, L = 4096, bf16: 7.64 -> 5.56 ms
+/// at d_state 16 (6.14 with 3 CTAs per SM), 66.5 -> 34.7 ms at d_state 64.
+pub const SCAN_BWD_FIXED: &[(u32, u32)] = &[(4, 4), (8, 8)];
+
+/// Whether `(ns, slices)` has a fixed-slice backward kernel (SCAN_BWD_FIXED).
+pub const fn scan_bwd_fixed(ns: u32, slices: u32) -> bool {
+    let mut i = 0;
+    while i < SCAN_BWD_FIXED.len() {
+        if SCAN_BWD_FIXED[i].0 == ns && SCAN_BWD_FIXED[i].1 == slices {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 /// States per thread of the backward, by d_state: 4 up to 16, 8 above (32 slices at
 /// d_state 256). Never 16: a block holds SCAN_BWD_BLOCK x NS recomputed states in
 /// registers.
@@ -257,8 +281,9 @@ pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
 ///   bc      B and C in f32, [SEG][2 states + 4] (the forward's layout)
 ///   snap    the state at the start of blocks 1..: [SEG / BLOCK - 1][threads][NS] f32 (snap,
 ///           xch and red sit in the staged B and C rows' place when they fit there)
-///   xch     per warp, one step's dB and dC of every lane, 2 NS x 32 f32: the warp sums
-///           them over its channels through it
+///   xch     with 8 states per thread, per warp, one step's dB and dC of every lane,
+///           2 NS x 32 f32: the warp sums them over its channels through it (4 states per
+///           thread sum by shuffles: none)
 ///   red     per-warp dB and dC of `flush_steps` steps: [warps][2][states][flush_steps]
 ///   acc     dD and ddelta_bias sums per channel, f32 [2][channels]
 /// (The state at the start of each segment of a checkpoint interval lives in HBM, in
@@ -293,8 +318,13 @@ impl ScanBwdSmem {
 
     /// The layout for CTAs of `threads` threads (a multiple of 32 and of the slices).
     pub const fn with_threads(d_state: u32, elem_bytes: u32, ns: u32, threads: u32) -> ScanBwdSmem {
+        Self::for_slices(scan_slices_for(d_state, ns), elem_bytes, ns, threads)
+    }
+
+    /// The layout for `slices` threads per channel (a power of two): it depends on d_state
+    /// only through them, so a kernel built for one slice count knows it at compile time.
+    pub const fn for_slices(slices: u32, elem_bytes: u32, ns: u32, threads: u32) -> ScanBwdSmem {
         let seg = SCAN_BWD_SEG;
-        let slices = scan_slices_for(d_state, ns);
         let channels = threads / slices;
         let states = ns * slices;
         let raw_row = seg * elem_bytes;
@@ -314,7 +344,7 @@ impl ScanBwdSmem {
         // snap, xch and red are used between the B/C conversion and the segment's end:
         // they take the staged B and C rows' place when they fit there (f32 inputs).
         let snap_bytes = (seg / SCAN_BWD_BLOCK - 1) * threads * ns * 4;
-        let xch_bytes = threads * 2 * ns * 4;
+        let xch_bytes = if ns >= 8 { threads * 2 * ns * 4 } else { 0 };
         let scratch = snap_bytes + xch_bytes + flush_steps * per_step;
         let after_bc = bc + seg * (2 * states + 4) * 4;
         let snap = if scratch <= 2 * states * raw_row { raw_b } else { after_bc };

@@ -64,9 +64,12 @@ const ATTN_BWD_DQ: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 
 /// The scan forward: cp.async-staged chunks, one ex2 per step and state.
 const SCAN_FWD: &[&str] = &[CP_ASYNC, "ex2.approx", "ld.shared.v4"];
-/// The scan backward: cp.async-staged segments, ex2 recomputation, warp-synchronised
-/// dB / dC sums, atomic or stored partials.
+/// The scan backward: cp.async-staged segments, ex2 recomputation, dB / dC summed over
+/// the warp through the exchange tile (warp-synchronised), atomic or stored partials.
 const SCAN_BWD: &[&str] = &[CP_ASYNC, "ex2.approx", "bar.warp.sync", "red.global.add.f32"];
+/// At 4 states per thread the warp's dB / dC sums are shuffles (no exchange tile, no
+/// bar.warp.sync).
+const SCAN_BWD_S4: &[&str] = &[CP_ASYNC, "ex2.approx", "shfl.sync.bfly", "red.global.add.f32"];
 
 /// The conv1d forward / backward: cp.async-staged steps per warp, 16-byte stores.
 const CONV_FWD: &[&str] = &[CP_ASYNC, "bar.warp.sync", "ld.shared.v4", "st.global.v4"];
@@ -136,17 +139,17 @@ pub const KERNELS: &[KernelInfo] = &[
     k("scan_fwd_f16_s4", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
     k("scan_fwd_f16_s8", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
     k("scan_fwd_f16_s16", SCAN_FWD_SMEM_BUDGET, SCAN_FWD),
-    k("scan_bwd_f32_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f32_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD_S4),
     k("scan_bwd_f32_s8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
-    k("scan_bwd_bf16_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_bf16_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD_S4),
     k("scan_bwd_bf16_s8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
-    k("scan_bwd_f16_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f16_s4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD_S4),
     k("scan_bwd_f16_s8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
-    k("scan_bwd_f32_s4_x4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f32_s4_x4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD_S4),
     k("scan_bwd_f32_s8_x8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
-    k("scan_bwd_bf16_s4_x4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_bf16_s4_x4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD_S4),
     k("scan_bwd_bf16_s8_x8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
-    k("scan_bwd_f16_s4_x4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
+    k("scan_bwd_f16_s4_x4", SCAN_BWD_SMEM_BUDGET, SCAN_BWD_S4),
     k("scan_bwd_f16_s8_x8", SCAN_BWD_SMEM_BUDGET, SCAN_BWD),
     k("scan_bwd_sum_f32", 0, &[]),
     k("scan_bwd_sum_bf16", 0, &[]),

@@ -551,5 +551,21 @@ mod tests {
         }
         // 4 CTAs (16 warps) per SM at d_state 16, bf16.
         assert!(4 * (ScanBwdSmem::new(16, 2, 4).total + 1024) <= 228 * 1024);
+        // A fixed-slice kernel builds its layout from its slice count; the host launches it
+        // with the layout of the d_state: they must agree.
+        for &(ns, slices) in SCAN_BWD_FIXED {
+            let mut seen = 0;
+            for d_state in 1..=SCAN_MAX_STATE {
+                if scan_slices_for(d_state, ns) != slices {
+                    continue;
+                }
+                for eb in [2, 4] {
+                    let fixed = ScanBwdSmem::for_slices(slices, eb, ns, scan_bwd_threads(slices));
+                    assert_eq!(ScanBwdSmem::new(d_state, eb, ns), fixed, "d_state {d_state}");
+                }
+                seen += 1;
+            }
+            assert!(scan_bwd_fixed(ns, slices) && seen > 0);
+        }
     }
 }

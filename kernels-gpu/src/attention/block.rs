@@ -6,7 +6,7 @@
 use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
 use crate::device::math::{exp2, fma, log2, max, rcp};
 use crate::device::thread::lane;
-use crate::device::warp::shfl_xor;
+use crate::device::warp::{any_sync, shfl_xor};
 use crate::device::{FragA, FragB, FragC, Sram, TensorElem, unroll};
 
 const LOG2E: f32 = core::f32::consts::LOG2_E;
@@ -160,32 +160,103 @@ pub fn online_softmax<T: TensorElem, const MT: usize, const KN: usize, const KK:
     let mut p_frag = [[FragA([0; 4]); KK]; MT];
     unroll::<MT, _>(|mt| {
         unroll::<2, _>(|hf| {
-            let mut mx = row_max[mt][hf];
-            unroll::<KN, _>(|j| mx = max(mx, max(s[mt][j].0[2 * hf], s[mt][j].0[2 * hf + 1])));
-            mx = max(mx, shfl_xor(mx, 1));
-            mx = max(mx, shfl_xor(mx, 2));
-            // A row that has seen no key yet keeps max -inf; subtract 0 instead so that
-            // -inf - -inf never makes a NaN.
-            let m_use = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
-            let alpha = exp2((row_max[mt][hf] - m_use) * score_log2);
-            row_max[mt][hf] = mx;
-            row_sum[mt][hf] *= alpha;
-            unroll::<DN, _>(|dn| {
-                o_acc[mt][dn].0[2 * hf] *= alpha;
-                o_acc[mt][dn].0[2 * hf + 1] *= alpha;
-            });
-            let neg = -m_use * score_log2;
-            unroll::<KN, _>(|j| {
-                unroll::<2, _>(|i| {
-                    let pv = exp2(fma(s[mt][j].0[2 * hf + i], score_log2, neg));
-                    row_sum[mt][hf] += pv;
-                    s[mt][j].0[2 * hf + i] = pv;
-                })
-            });
+            let mx = running_max(&s[mt], hf, row_max[mt][hf]);
+            let m_use = move_max(&mut row_max[mt][hf], mx, &mut row_sum[mt][hf], &mut o_acc[mt], hf, score_log2);
+            exponentiate(&mut s[mt], hf, m_use, &mut row_sum[mt][hf], score_log2);
         });
         p_frag[mt] = to_a_frags::<T, KN, KK>(&s[mt]);
     });
     p_frag
+}
+
+/// [`online_softmax`] with lazy rescaling: the running maxima of the warp's rows move
+/// (and O and the row sums are rescaled) only in a step where some row's max would grow
+/// by more than `slack` in the exp2 domain (one warp vote, so the branch is uniform).
+/// Between moves P = exp2((s - m_stale) score_log2) <= 2^slack; O, the row sum and the
+/// lse all use the same stale max, so O / l and the lse are exact up to rounding.
+#[inline(always)]
+pub fn online_softmax_lazy<T: TensorElem, const MT: usize, const KN: usize, const KK: usize, const DN: usize>(
+    s: &mut [[FragC; KN]; MT],
+    row_max: &mut [[f32; 2]; MT],
+    row_sum: &mut [[f32; 2]; MT],
+    o_acc: &mut [[FragC; DN]; MT],
+    score_log2: f32,
+    slack: f32,
+) -> [[FragA; KK]; MT] {
+    let mut step_max = [[f32::NEG_INFINITY; 2]; MT];
+    let mut grow = false;
+    unroll::<MT, _>(|mt| {
+        unroll::<2, _>(|hf| {
+            step_max[mt][hf] = running_max(&s[mt], hf, row_max[mt][hf]);
+            // -inf -> finite gives +inf > slack; -inf -> -inf gives NaN, not > slack.
+            grow |= (step_max[mt][hf] - row_max[mt][hf]) * score_log2 > slack;
+        })
+    });
+    if any_sync(grow) {
+        unroll::<MT, _>(|mt| {
+            unroll::<2, _>(|hf| {
+                move_max(&mut row_max[mt][hf], step_max[mt][hf], &mut row_sum[mt][hf], &mut o_acc[mt], hf, score_log2);
+            })
+        });
+    }
+    let mut p_frag = [[FragA([0; 4]); KK]; MT];
+    unroll::<MT, _>(|mt| {
+        unroll::<2, _>(|hf| {
+            let m_use = if row_max[mt][hf] == f32::NEG_INFINITY { 0.0 } else { row_max[mt][hf] };
+            exponentiate(&mut s[mt], hf, m_use, &mut row_sum[mt][hf], score_log2)
+        });
+        p_frag[mt] = to_a_frags::<T, KN, KK>(&s[mt]);
+    });
+    p_frag
+}
+
+/// The max of `m` and this step's scores of the lane's row half `hf` of one row tile,
+/// over the row's quad.
+#[inline(always)]
+fn running_max<const KN: usize>(s: &[FragC; KN], hf: usize, m: f32) -> f32 {
+    let mut mx = m;
+    unroll::<KN, _>(|j| mx = max(mx, max(s[j].0[2 * hf], s[j].0[2 * hf + 1])));
+    mx = max(mx, shfl_xor(mx, 1));
+    max(mx, shfl_xor(mx, 2))
+}
+
+/// A row's running max moves to `mx`: its sum and its O accumulators (half `hf` of one
+/// row tile) are rescaled by alpha = exp2((m_old - mx) score_log2). Returns the max to
+/// subtract from the row's scores (0 for -inf).
+#[inline(always)]
+fn move_max<const DN: usize>(
+    m: &mut f32,
+    mx: f32,
+    sum: &mut f32,
+    o: &mut [FragC; DN],
+    hf: usize,
+    score_log2: f32,
+) -> f32 {
+    // A row that has seen no key yet keeps max -inf; subtract 0 instead so that
+    // -inf - -inf never makes a NaN.
+    let m_use = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+    let alpha = exp2((*m - m_use) * score_log2);
+    *m = mx;
+    *sum *= alpha;
+    unroll::<DN, _>(|dn| {
+        o[dn].0[2 * hf] *= alpha;
+        o[dn].0[2 * hf + 1] *= alpha;
+    });
+    m_use
+}
+
+/// P = exp2(s score_log2 - m_use score_log2) in place for row half `hf` of one row
+/// tile, added to the row's sum.
+#[inline(always)]
+fn exponentiate<const KN: usize>(s: &mut [FragC; KN], hf: usize, m_use: f32, sum: &mut f32, score_log2: f32) {
+    let neg = -m_use * score_log2;
+    unroll::<KN, _>(|j| {
+        unroll::<2, _>(|i| {
+            let pv = exp2(fma(s[j].0[2 * hf + i], score_log2, neg));
+            *sum += pv;
+            s[j].0[2 * hf + i] = pv;
+        })
+    });
 }
 
 /// An m16 row of f32 accumulator tiles as tensor-core A operands, rounded to T: the C

@@ -3,25 +3,34 @@
 //! (lane / 4 and lane / 4 + 8) and pairs of columns (2 * (lane % 4) + {0, 1}).
 //!
 //! Memory story:
-//!   HBM  -> SRAM  Q tile once; K, V tiles per key block, STAGES (3) deep, cp.async:
-//!                 block i+2 is in flight while block i is computed
+//!   HBM  -> SRAM  Q tile once; K, V tiles per key block, STAGES (2 or 3) deep, cp.async:
+//!                 block i + STAGES - 1 is in flight while block i is computed
 //!   SRAM -> regs  ldmatrix (Q, K plain: they are row-major [row][d]; V transposed)
 //!   regs          S, P (f32 -> bf16/f16 in place), O accumulator, row max m, row sum l
 //!   regs -> HBM   O (rounded) and lse, once
 
-use super::block::{Mask, accumulate_pv, inv_row_sum, mask_scores, online_softmax, row_lse, scores, softcap};
+use super::block::{
+    Mask, accumulate_pv, inv_row_sum, mask_scores, online_softmax, online_softmax_lazy, row_lse, scores, softcap,
+};
 use super::tile::load_tile;
-use super::{AttnFwdParams, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256, FWD_STAGES as STAGES};
+use super::{AttnFwdParams, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
 use crate::device::cp_async::{commit, wait_group};
 use crate::device::ldmatrix::ldmatrix_x4;
 use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, warp};
+use crate::device::unroll::pinned_u64;
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
 
+/// Lazy rescaling's slack (see `online_softmax_lazy`), in the exp2 domain: P <= 2^8,
+/// which bf16 and f16 hold with their full relative precision.
+const RESCALE_SLACK: f32 = 8.0;
+
 /// The kernel body. Const parameters: element type T; tile head dim D; WARPS; MT m16
-/// tiles per warp; BN keys per block; QREG (Q fragments in registers); and the derived
-/// fragment counts DK = D/16 (k-steps of Q K^T), DN = D/8 (n-tiles of O),
-/// KN = BN/8 (n-tiles of S), KK = BN/16 (k-steps of P V); PITCH = 2D + 16.
+/// tiles per warp; BN keys per block; QREG (Q fragments in registers); STAGES K/V
+/// pipeline stages (2 or 3); LAZY (lazy O rescaling); and the derived fragment counts
+/// DK = D/16 (k-steps of Q K^T), DN = D/8 (n-tiles of O), KN = SN/8 (n-tiles of S) and
+/// KK = SN/16 (k-steps of P V) for SN keys per softmax step, STEPS = BN/SN softmax steps
+/// per key block; PITCH = 2D + 16.
 #[inline(always)]
 unsafe fn attn_fwd<
     T: TensorElem,
@@ -30,16 +39,21 @@ unsafe fn attn_fwd<
     const MT: usize,
     const BN: u32,
     const QREG: bool,
+    const STAGES: u32,
+    const LAZY: bool,
     const DK: usize,
     const DN: usize,
     const KN: usize,
     const KK: usize,
+    const STEPS: usize,
     const PITCH: u32,
 >(
     p: &AttnFwdParams,
 ) {
     const {
-        assert!(DK as u32 * 16 == D && DN as u32 * 8 == D && KN as u32 * 8 == BN && KK * 2 == KN && PITCH == 2 * D + 16)
+        assert!(DK as u32 * 16 == D && DN as u32 * 8 == D && KK * 2 == KN && PITCH == 2 * D + 16);
+        assert!((STEPS * KN) as u32 * 8 == BN);
+        assert!(STAGES == 2 || STAGES == 3)
     };
     let block_m = WARPS * 16 * MT as u32;
     let threads = WARPS * 32;
@@ -77,9 +91,12 @@ unsafe fn attn_fwd<
     let load_kv = |nb: i32, st: u32| {
         let first = nb * BN as i32;
         let (k_src, v_src) = (k_hbm.offset(first as usize * k_rs), v_hbm.offset(first as usize * k_rs));
+        // The row stride re-derived per block: the tile's row offsets (one 64-bit
+        // product per chunk of this thread) are recomputed here, not held across the loop.
+        let rs = pinned_u64(k_rs as u64) as usize;
         unsafe {
-            load_tile::<D, PITCH>(BN, threads, tid(), s_k(st), k_src, k_rs, sk - first, p.head_dim);
-            load_tile::<D, PITCH>(BN, threads, tid(), s_v(st), v_src, k_rs, sk - first, p.head_dim);
+            load_tile::<D, PITCH>(BN, threads, tid(), s_k(st), k_src, rs, sk - first, p.head_dim);
+            load_tile::<D, PITCH>(BN, threads, tid(), s_v(st), v_src, rs, sk - first, p.head_dim);
         }
     };
 
@@ -91,12 +108,14 @@ unsafe fn attn_fwd<
         load_kv(nb_lo, 0);
     }
     commit();
-    // Group 1: the second K/V block (an empty group if there is none, so that group i
-    // always holds block i and one wait count fits every iteration).
-    if nb_lo + 1 < nb_hi {
-        load_kv(nb_lo + 1, 1);
+    // With 3 stages, group 1: the second K/V block (an empty group if there is none, so
+    // that group i always holds block i and one wait count fits every iteration).
+    if STAGES == 3 {
+        if nb_lo + 1 < nb_hi {
+            load_kv(nb_lo + 1, 1);
+        }
+        commit();
     }
-    commit();
 
     // This warp's rows within the tile, and this lane's ldmatrix row addresses.
     let warp_row = w * 16 * MT as u32;
@@ -112,12 +131,17 @@ unsafe fn attn_fwd<
     let mut nb = nb_lo;
     let mut stage = 0u32;
     while nb < nb_hi {
-        // Block nb landed (only the newest group, block nb+1, may be in flight), and every
-        // warp is past block nb-1, so its stage can take block nb+2: one barrier per block.
-        wait_group::<1>();
+        // Block nb landed (with 3 stages the newest group, block nb+1, may still be in
+        // flight), and every warp is past block nb-1, so its stage can take block
+        // nb + STAGES - 1: one barrier per block.
+        if STAGES == 3 {
+            wait_group::<1>();
+        } else {
+            wait_group::<0>();
+        }
         sync_threads();
-        if nb + 2 < nb_hi {
-            load_kv(nb + 2, if stage == 0 { STAGES - 1 } else { stage - 1 });
+        if nb + (STAGES as i32 - 1) < nb_hi {
+            load_kv(nb + (STAGES as i32 - 1), if stage == 0 { STAGES - 1 } else { stage - 1 });
         }
         commit();
         // Q's lane address re-derived per block, so the MT x DK fragment addresses are
@@ -129,26 +153,35 @@ unsafe fn attn_fwd<
             });
         }
 
-        // S = Q K^T for this key block: [16 x MT rows] x [BN keys] per warp.
-        let mut s = scores::<T, MT, DK, KN, KK, PITCH>(
-            |mt, kk| if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(s_q_now, mt, kk)) }) },
-            s_k(stage),
-            0,
-        );
+        // The block in steps of SN = 8 KN keys: S = Q K^T ([16 x MT rows] x [SN keys] per
+        // warp), the soft-cap and mask, the online softmax, O += P V.
+        unroll::<STEPS, _>(|step| {
+            let key0 = (step * KN * 8) as u32;
+            let mut s = scores::<T, MT, DK, KN, KK, PITCH>(
+                |mt, kk| if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(s_q_now, mt, kk)) }) },
+                s_k(stage),
+                key0,
+            );
 
-        // Soft-capping, then the mask where this block crosses a boundary.
-        if p.softcap != 0 {
-            softcap(&mut s, p.score_pre);
-        }
-        let c0 = nb * BN as i32;
-        if !mask.covers(r0, r_end - 1, c0, c0 + BN as i32) {
-            let row_of = |mt: usize, hf: usize| r0 + (warp_row + mt as u32 * 16 + l / 4 + 8 * hf as u32) as i32;
-            mask_scores(&mut s, mask, row_of, c0);
-        }
+            // Soft-capping, then the mask where this step crosses a boundary.
+            if p.softcap != 0 {
+                softcap(&mut s, p.score_pre);
+            }
+            let c0 = nb * BN as i32 + key0 as i32;
+            if !mask.covers(r0, r_end - 1, c0, c0 + (KN * 8) as i32) {
+                let row_of = |mt: usize, hf: usize| r0 + (warp_row + mt as u32 * 16 + l / 4 + 8 * hf as u32) as i32;
+                mask_scores(&mut s, mask, row_of, c0);
+            }
 
-        // Online softmax in registers; P stays there as the A operand of O += P V.
-        let p_frag = online_softmax::<T, MT, KN, KK, DN>(&mut s, &mut row_max, &mut row_sum, &mut o_acc, score_log2);
-        accumulate_pv::<T, MT, KK, DN, PITCH>(&mut o_acc, |mt, kk| p_frag[mt][kk], s_v(stage), 0);
+            // Online softmax in registers; P stays there as the A operand of O += P V.
+            let (m_run, l_run) = (&mut row_max, &mut row_sum);
+            let p_frag = if LAZY {
+                online_softmax_lazy::<T, MT, KN, KK, DN>(&mut s, m_run, l_run, &mut o_acc, score_log2, RESCALE_SLACK)
+            } else {
+                online_softmax::<T, MT, KN, KK, DN>(&mut s, m_run, l_run, &mut o_acc, score_log2)
+            };
+            accumulate_pv::<T, MT, KK, DN, PITCH>(&mut o_acc, |mt, kk| p_frag[mt][kk], s_v(stage), key0);
+        });
         stage = if stage + 1 == STAGES { 0 } else { stage + 1 };
         nb += 1;
     }
@@ -200,10 +233,13 @@ macro_rules! fwd_entry {
                     { TL.m_tiles as usize },
                     { TL.block_n },
                     { TL.q_in_regs },
+                    { TL.stages },
+                    { TL.lazy_rescale },
                     { (TL.d / 16) as usize },
                     { (TL.d / 8) as usize },
-                    { (TL.block_n / 8) as usize },
-                    { (TL.block_n / 16) as usize },
+                    { (TL.step_n / 8) as usize },
+                    { (TL.step_n / 16) as usize },
+                    { (TL.block_n / TL.step_n) as usize },
                     { TL.pitch() },
                 >(&p)
             }

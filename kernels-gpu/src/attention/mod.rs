@@ -1,8 +1,8 @@
 //! FlashAttention forward (FlashAttention-2 algorithm) on tensor cores.
 //!
 //! One CTA per (query block, batch x head). The Q tile is copied HBM -> SRAM once (and,
-//! for small head dims, into registers); K and V tiles stream through two SRAM stages
-//! with `cp.async`; S = Q K^T and O += P V run on `mma.sync` m16n8k16 with f32
+//! for small head dims, into registers); K and V tiles stream through two or three SRAM
+//! stages with `cp.async`; S = Q K^T and O += P V run on `mma.sync` m16n8k16 with f32
 //! accumulators; the online softmax lives in registers, P never leaves them, and O and
 //! the log-sum-exp are written to HBM once. HBM sees Q, K, V read and O written: no
 //! N x N matrix anywhere.
@@ -71,11 +71,22 @@ pub struct FwdTile {
     pub warps: u32,
     /// m16 row tiles per warp: each warp owns 16 x m_tiles query rows.
     pub m_tiles: u32,
-    /// Keys per K/V tile.
+    /// Keys per K/V tile (one barrier and one pipeline stage each).
     pub block_n: u32,
+    /// Keys per softmax step (a divisor of block_n): each K/V tile is walked in steps of
+    /// S = Q K^T, online softmax and O += P V, which bounds the S registers (16 x m_tiles
+    /// x step_n / 32 f32 per lane) independently of the tile.
+    pub step_n: u32,
     /// Q fragments kept in registers for the whole kernel (else re-read from SRAM with
     /// `ldmatrix` for each key block, which frees registers for large head dims).
     pub q_in_regs: bool,
+    /// K/V pipeline depth (2 or 3 SRAM stages per tensor): block i + stages - 1 loads
+    /// while block i is computed, and one barrier per key block suffices (the stage being
+    /// refilled was last read by the previous block, which every warp has finished).
+    pub stages: u32,
+    /// Rescale O only when some row's running max grows by more than 2^8 (see
+    /// `block::online_softmax_lazy`), else at every max change.
+    pub lazy_rescale: bool,
 }
 
 impl FwdTile {
@@ -91,7 +102,7 @@ impl FwdTile {
     pub const fn pitch(self) -> u32 {
         self.d * 2 + 16
     }
-    /// SRAM layout: [Q: block_m rows][K: 3 stages x block_n rows][V: 3 stages x block_n].
+    /// SRAM layout: [Q: block_m rows][K: stages x block_n rows][V: stages x block_n].
     pub const fn q_offset(self) -> u32 {
         0
     }
@@ -99,36 +110,45 @@ impl FwdTile {
         (self.block_m() + stage * self.block_n) * self.pitch()
     }
     pub const fn v_offset(self, stage: u32) -> u32 {
-        (self.block_m() + (FWD_STAGES + stage) * self.block_n) * self.pitch()
+        (self.block_m() + (self.stages + stage) * self.block_n) * self.pitch()
     }
     pub const fn smem_bytes(self) -> u32 {
-        (self.block_m() + 2 * FWD_STAGES * self.block_n) * self.pitch()
+        (self.block_m() + 2 * self.stages * self.block_n) * self.pitch()
     }
 }
 
-const fn t(d: u32, warps: u32, m_tiles: u32, block_n: u32, q_in_regs: bool) -> FwdTile {
-    FwdTile { d, warps, m_tiles, block_n, q_in_regs }
+#[allow(clippy::too_many_arguments)]
+const fn t(
+    d: u32,
+    warps: u32,
+    m_tiles: u32,
+    block_n: u32,
+    step_n: u32,
+    q_in_regs: bool,
+    stages: u32,
+    lazy_rescale: bool,
+) -> FwdTile {
+    FwdTile { d, warps, m_tiles, block_n, step_n, q_in_regs, stages, lazy_rescale }
 }
 
-/// K/V pipeline depth: block i+2 loads while block i is computed, and one barrier per
-/// key block suffices (the stage being refilled was last read two blocks ago).
-pub const FWD_STAGES: u32 = 3;
-
-// Tile shapes and SRAM budgets: (block_m + 6 block_n) rows x pitch (2d + 16 bytes):
-//   d=32:  128 x 64 keys, 4 warps x 32 rows, Q in regs: (128 + 384) x  80 B =  40 KiB
-//   d=64:  128 x 64,      4 warps x 32 rows, Q in SRAM: (128 + 384) x 144 B =  72 KiB
-//   d=96:  128 x 32,      4 warps x 32 rows, Q in SRAM: (128 + 192) x 208 B =  65 KiB
-//   d=128: 128 x 64,      8 warps x 16 rows, Q in regs: (128 + 384) x 272 B = 136 KiB
-//   d=192:  64 x 32,      4 warps x 16 rows, Q in SRAM: (64 + 192)  x 400 B = 100 KiB
-//   d=256:  64 x 32,      4 warps x 16 rows, Q in SRAM: (64 + 192)  x 528 B = 132 KiB
+// Tile shapes and SRAM budgets: (block_m + 2 x stages x block_n) rows x pitch (2d + 16 B);
+// t(d, warps, m_tiles, block_n, step_n, q_in_regs, stages, lazy_rescale):
+//   d=32:  128 x 64 keys, 4 warps x 32 rows, Q in regs, 3 stages: (128 + 384) x  80 B =  40 KiB
+//   d=64:  128 x 64,      4 warps x 32 rows, Q in SRAM, 3 stages: (128 + 384) x 144 B =  72 KiB
+//   d=96:  128 x 32,      4 warps x 32 rows, Q in SRAM, 3 stages: (128 + 192) x 208 B =  65 KiB
+//   d=128: 128 x 64,      4 warps x 32 rows, Q in SRAM, 2 stages: (128 + 256) x 272 B = 102 KiB
+//          (softmax in steps of 32 keys, lazy rescaling; 255 registers x 128 threads and
+//          102 KiB: two CTAs per SM on an H100, the shape of FlashAttention-2's tile)
+//   d=192:  64 x 32,      4 warps x 16 rows, Q in SRAM, 3 stages: (64 + 192)  x 400 B = 100 KiB
+//   d=256:  64 x 32,      4 warps x 16 rows, Q in SRAM, 3 stages: (64 + 192)  x 528 B = 132 KiB
 // All fit the 163 KiB an A100 block may opt into (H100: 227 KiB). The warp and row
 // counts keep every kernel under 255 registers without spills (tests/ptx.rs checks).
-pub const FWD_D32: FwdTile = t(32, 4, 2, 64, true);
-pub const FWD_D64: FwdTile = t(64, 4, 2, 64, false);
-pub const FWD_D96: FwdTile = t(96, 4, 2, 32, false);
-pub const FWD_D128: FwdTile = t(128, 8, 1, 64, true);
-pub const FWD_D192: FwdTile = t(192, 4, 1, 32, false);
-pub const FWD_D256: FwdTile = t(256, 4, 1, 32, false);
+pub const FWD_D32: FwdTile = t(32, 4, 2, 64, 64, true, 3, false);
+pub const FWD_D64: FwdTile = t(64, 4, 2, 64, 64, false, 3, false);
+pub const FWD_D96: FwdTile = t(96, 4, 2, 32, 32, false, 3, false);
+pub const FWD_D128: FwdTile = t(128, 4, 2, 64, 32, false, 2, true);
+pub const FWD_D192: FwdTile = t(192, 4, 1, 32, 32, false, 3, false);
+pub const FWD_D256: FwdTile = t(256, 4, 1, 32, 32, false, 3, false);
 
 /// Every forward tile, smallest head dim first: a head dim runs on the first tile whose
 /// `d` is at least it.

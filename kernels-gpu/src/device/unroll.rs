@@ -21,3 +21,13 @@ pub fn opaque(x: u32) -> u32 {
     unsafe { core::arch::asm!("mov.u32 {o}, {i};", o = out(reg32) y, i = in(reg32) x, options(pure, nomem, nostack)) };
     y
 }
+
+/// `x` through a `mov.u64` that LLVM may neither fold nor move: called inside a loop,
+/// everything derived from it is recomputed there instead of being hoisted out of the
+/// loop into registers that stay live across it (like [`crate::device::Sram::pinned`]).
+#[inline(always)]
+pub fn pinned_u64(x: u64) -> u64 {
+    let y: u64;
+    unsafe { core::arch::asm!("mov.u64 {o}, {i};", o = out(reg64) y, i = in(reg64) x, options(nomem, nostack)) };
+    y
+}

@@ -12,6 +12,8 @@ unsafe extern "C" {
     fn shfl_sync_bfly_f32(mask: u32, v: f32, lane_mask: u32, clamp: u32) -> f32;
     #[link_name = "llvm.nvvm.shfl.sync.idx.f32"]
     fn shfl_sync_idx_f32(mask: u32, v: f32, src: u32, clamp: u32) -> f32;
+    #[link_name = "llvm.nvvm.vote.any.sync"]
+    fn vote_any_sync(mask: u32, pred: bool) -> bool;
 }
 
 /// `shfl.sync.bfly.b32` — the value of lane `lane ^ mask`.
@@ -24,6 +26,13 @@ pub fn shfl_xor(v: f32, mask: u32) -> f32 {
 #[inline(always)]
 pub fn shfl_idx(v: f32, src: u32) -> f32 {
     unsafe { shfl_sync_idx_f32(FULL, v, src, 0x1f) }
+}
+
+/// `vote.sync.any.pred` — whether `pred` holds in any lane (the same answer in every
+/// lane, so a branch on it is warp-uniform).
+#[inline(always)]
+pub fn any_sync(pred: bool) -> bool {
+    unsafe { vote_any_sync(FULL, pred) }
 }
 
 /// Butterfly sum over the 32 lanes (every lane gets the total; same order in every lane).

@@ -200,10 +200,12 @@ mod tests {
         assert_eq!(conv_segments(4097, 2, CONV_FWD_VECS), 2);
         assert_eq!(conv_segments(1, 4, CONV_FWD_VECS), 1);
         assert_eq!(conv_row_vecs(9, 2), 2);
-        // Shifted rows: 9 bf16 from element 7 of a vector touch 3 vectors.
-        assert_eq!(conv_row_vecs_shifted(9, 2), 3);
+        // Shifted rows: 10 bf16 from element 7 of a vector touch 3 vectors, 9 touch 2.
+        assert_eq!(conv_row_vecs_shifted(10, 2), 3);
+        assert_eq!(conv_row_vecs_shifted(9, 2), 2);
         assert_eq!(conv_row_vecs_shifted(16, 2), 2);
-        assert_eq!(conv_row_vecs_shifted(5, 4), 3);
+        assert_eq!(conv_row_vecs_shifted(6, 4), 3);
+        assert_eq!(conv_row_vecs_shifted(5, 4), 2);
         assert_eq!(conv_fwd_segments(4096, 2), 1);
         assert_eq!(conv_fwd_segments(4095, 2), 2);
         assert_eq!(conv_fwd_segments(4089, 2), 1);

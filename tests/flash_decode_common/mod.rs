@@ -202,27 +202,41 @@ fn with_query_slack(tol: Tol, q_slack: &ArrayD<f64>, k: &ArrayD<f64>, scale: f64
     Tol { lse_abs: tol.lse_abs + scale * worst, ..tol }
 }
 
-/// The keys the call stored for sequence b's new tokens, `[1, new, heads_kv, hd]`, read
-/// back from the cache (check_cache_rows has checked them against the reference).
+/// The keys the call stored for sequence b's `n` new tokens from position `first`,
+/// `[1, n, heads_kv, hd]`, from `k`, the host copy of the cache's keys.
 fn stored_new_keys<T: Element>(
-    c: &DecodeCase,
     cache: &KvCache<T>,
+    k: &ArrayD<T>,
     b: usize,
     first: usize,
+    n: usize,
 ) -> Result<ArrayD<f64>, String> {
-    let k = cache.k().to_array().map_err(|e| e.to_string())?;
-    let mut out = ArrayD::zeros(IxDyn(&[1, c.new, c.heads_kv, c.head_dim]));
-    for i in 0..c.new {
+    let (hkv, hd) = (k.shape()[2], k.shape()[3]);
+    let mut out = ArrayD::zeros(IxDyn(&[1, n, hkv, hd]));
+    for i in 0..n {
         let (u, r) = cache
             .locate(b, first + i)
             .ok_or_else(|| format!("sequence {b} position {}: not in the cache", first + i))?;
-        for h in 0..c.heads_kv {
-            for j in 0..c.head_dim {
+        for h in 0..hkv {
+            for j in 0..hd {
                 out[[0, i, h, j]] = k[[u, r, h, j]].to_f64();
             }
         }
     }
     Ok(out)
+}
+
+/// Whether a stored rotated key `got` is the f64 rotation `want` rounded to T, up to the
+/// one unit in the last place by which the kernel's f32 rotation and the reference's f64
+/// one may round apart when they straddle a rounding boundary (subnormals have a fixed
+/// unit: 2^-24 in f16, 2^-133 in bf16).
+fn within_one_unit<T: Element>(got: f64, want: f64) -> bool {
+    let ulp = if T::DTYPE == flashscan::DType::BF16 {
+        (want.abs() * 2f64.powi(-7)).max(2f64.powi(-133))
+    } else {
+        (want.abs() * 2f64.powi(-10)).max(2f64.powi(-24))
+    };
+    (got - want).abs() <= ulp
 }
 
 /// Runs `decode` on `device` and checks every sequence against the f64 reference on its
@@ -233,6 +247,8 @@ pub fn check<T: Element>(c: &DecodeCase, device: Device, tol: Tol) -> Result<(),
     let out = run(c, &x, device)?;
     let (o, lse, cache) = (&out.0, &out.1, &out.2);
     let (hq, hd) = (c.heads_q(), c.head_dim);
+    let (k_host, v_host) =
+        (cache.k().to_array().map_err(|e| e.to_string())?, cache.v().to_array().map_err(|e| e.to_string())?);
     for b in 0..c.batch() {
         let len = c.len(b);
         if cache.seqlens()[b] != len {
@@ -244,10 +260,11 @@ pub fn check<T: Element>(c: &DecodeCase, device: Device, tol: Tol) -> Result<(),
         let kb = to_f64(&x.k[b]).insert_axis(Axis(0));
         let vb = to_f64(&x.v[b]).insert_axis(Axis(0));
         let k_new = rotated::<T>(&kb.slice(s![.., c.cached[b].., .., ..]).to_owned().into_dyn(), c.rotary, c.cached[b]);
-        check_cache_rows(c, cache, b, &k_new, &x)?;
+        check_cache_rows(c, cache, (&k_host, &v_host), b, &k_new, &x)?;
         let mut k_ref = kb.clone().into_dyn();
         if c.new > 0 {
-            k_ref.slice_mut(s![.., c.cached[b].., .., ..]).assign(&stored_new_keys(c, cache, b, c.cached[b])?);
+            let stored = stored_new_keys(cache, &k_host, b, c.cached[b], c.new)?;
+            k_ref.slice_mut(s![.., c.cached[b].., .., ..]).assign(&stored);
         }
         let q_b = to_f64(&x.q.slice(s![b..b + 1, .., .., ..]).to_owned().into_dyn());
         let (q_ref, q_slack) = rotated_with_slack::<T>(&q_b, c.rotary, len - c.seqlen_q.min(len));
@@ -267,6 +284,7 @@ pub fn check<T: Element>(c: &DecodeCase, device: Device, tol: Tol) -> Result<(),
 fn check_cache_rows<T: Element>(
     c: &DecodeCase,
     cache: &KvCache<T>,
+    (k, v): (&ArrayD<T>, &ArrayD<T>),
     b: usize,
     k_new: &ArrayD<f64>,
     x: &Inputs<T>,
@@ -274,7 +292,6 @@ fn check_cache_rows<T: Element>(
     if c.new == 0 {
         return Ok(());
     }
-    let (k, v) = (cache.k().to_array().map_err(|e| e.to_string())?, cache.v().to_array().map_err(|e| e.to_string())?);
     for i in 0..c.new {
         let pos = c.cached[b] + i;
         let Some((u, r)) = cache.locate(b, pos) else {
@@ -284,16 +301,7 @@ fn check_cache_rows<T: Element>(
             for j in 0..c.head_dim {
                 let (gk, wk) = (k[[u, r, h, j]].to_f64(), k_new[[0, i, h, j]]);
                 let (gv, wv) = (v[[u, r, h, j]].to_f64(), x.v[b][[pos, h, j]].to_f64());
-                // The kernel and the reference both round the rotated key to T; they may
-                // land one unit in the last place apart when the f32 and f64 products
-                // straddle a rounding boundary (subnormals have a fixed unit: 2^-24 in f16,
-                // 2^-133 in bf16).
-                let ulp = if T::DTYPE == flashscan::DType::BF16 {
-                    (wk.abs() * 2f64.powi(-7)).max(2f64.powi(-133))
-                } else {
-                    (wk.abs() * 2f64.powi(-10)).max(2f64.powi(-24))
-                };
-                if (gk - wk).abs() > ulp || gv != wv {
+                if !within_one_unit::<T>(gk, wk) || gv != wv {
                     return Err(format!(
                         "sequence {b} position {pos} head {h} feature {j}: cache holds k {gk} v {gv}, expected k {wk} v {wv}"
                     ));
@@ -415,13 +423,13 @@ pub fn check_generation<T: Element>(
         let before: Vec<usize> = cache.seqlens().to_vec();
         let out = decode(&qt, &mut cache, Some((&kt, &vt)), rot, &opts).map_err(|e| format!("step {step}: {e}"))?;
         let (o, lse) = (out.o.to_array().map_err(e)?, out.lse.to_array().map_err(e)?);
+        let k_host = cache.k().to_array().map_err(e)?;
         for b in 0..batch {
             // The key as the call stored it (within a unit of T of the f64 rotation).
             let kb = to_f64(&kn.slice(s![b..b + 1, .., .., ..]).to_owned().into_dyn());
-            let stored = stored_new_keys(&c, &cache, b, before[b])?;
+            let stored = stored_new_keys(&cache, &k_host, b, before[b], 1)?;
             let want = rotated::<T>(&kb, c.rotary, before[b]);
-            let unit = if T::DTYPE == flashscan::DType::BF16 { 2f64.powi(-7) } else { 2f64.powi(-10) };
-            if stored.iter().zip(want.iter()).any(|(g, w)| (g - w).abs() > (w.abs() * unit).max(2f64.powi(-133))) {
+            if stored.iter().zip(want.iter()).any(|(&g, &w)| !within_one_unit::<T>(g, w)) {
                 return Err(format!("step {step}, sequence {b}: the stored key is not the rotated one"));
             }
             keys[b].push(stored.index_axis(Axis(0), 0).to_owned().into_dyn());

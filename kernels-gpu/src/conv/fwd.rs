@@ -7,7 +7,8 @@
 //!   regs -> HBM   y, 16-byte stores; the final state (w1 elements) by the row's last task
 //! HBM sees x once (plus 16 bytes per 2 KiB step re-read through L2 for the halo) and y
 //! once: the floor. Rows that do not start on a 16-byte boundary are walked in the
-//! tensor's vectors (mod.rs), so they move by cp.async and 16-byte stores too. SRAM: ConvSmem::new(CONV_FWD_VECS, .., false), 16.5 KiB per CTA.
+//! tensor's vectors (mod.rs), so they move by cp.async and 16-byte stores too.
+//! SRAM: ConvSmem::new(CONV_FWD_VECS, .., false), 16.5 KiB per CTA.
 
 use super::point::conv_point;
 use super::stage::RowSrc;

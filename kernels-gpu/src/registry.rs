@@ -6,7 +6,7 @@ use crate::attention::backward::{BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, 
 use crate::attention::decode::{SPLIT_D64, SPLIT_D128, SPLIT_D256};
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
 use crate::conv::{CONV_BWD_SMEM_BUDGET, CONV_FWD_SMEM_BUDGET};
-use crate::mamba::{SCAN_BWD_SMEM_BUDGET, SCAN_BWD_THREADS, SCAN_FWD_SMEM_BUDGET};
+use crate::mamba::{SCAN_BWD_SMEM_BUDGET, SCAN_BWD_THREADS, SCAN_FWD_SMEM_BUDGET, SCAN_THREADS};
 use crate::norm::{NORM_SHORT_SMEM_BUDGET, NORM_SMEM_BUDGET};
 use crate::selftest::SELFTEST_SMEM_BUDGET;
 
@@ -190,6 +190,14 @@ pub const KERNELS: &[KernelInfo] = &[
 /// (A100) has 164 KiB of SRAM per SM against the H100's 228, so a bound that SRAM cannot
 /// reach there would only cost registers.
 pub const LAUNCH_BOUNDS: &[(&str, u32, u32, u32)] = &[
+    // The scan forward with 16-bit inputs: 8 states per thread at d_state 16 take 51.5
+    // KiB of SRAM, 4 CTAs (16 warps) per SM on the H100 (3 on sm_80); 4 states take 31
+    // KiB and fit 5 in <= 102 registers. Without the bound ptxas gave the 4-state kernel
+    // 139 registers (3 CTAs) after an unrelated change.
+    ("scan_fwd_bf16_s4", SCAN_THREADS, 5, 4),
+    ("scan_fwd_f16_s4", SCAN_THREADS, 5, 4),
+    ("scan_fwd_bf16_s8", SCAN_THREADS, 4, 3),
+    ("scan_fwd_f16_s8", SCAN_THREADS, 4, 3),
     // 3 CTAs of 128 threads (12 warps) per SM: <= 168 registers, which 4 states per thread
     // fit without spills (4 CTAs, <= 128, spill 4-24 bytes since the checkpoint interval
     // is walked in segments); 8 states per thread: 2 CTAs.

@@ -266,8 +266,7 @@ unsafe fn push_bc(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t: u32) {
         let mut part = [0.0f32; 8];
         unroll::<8, _>(|w| {
             if (w as u32) < lay.threads / 32 {
-                let at = (((w as u32 * 2 + which) * lay.states + n) * f + io) * 4;
-                part[w] = unsafe { Sram::at(lay.red + at).ld_f32(0) };
+                part[w] = unsafe { Sram::at(lay.red + lay.red_at(w as u32, which, n, io)).ld_f32(0) };
             }
         });
         let s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
@@ -427,6 +426,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
         states: lay.states,
         slices: lay.slices,
         threads: lay.threads,
+        pair: lay.bc_pair(),
     };
     // The segment at t0 into SRAM: staged, then dt / dtu and the B tile (dy and C too
     // when it is to be walked).
@@ -443,7 +443,8 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
     };
     // This thread's B, C quarter in block j's first bc row, and one block of the
     // recurrence (the advance pass and pass A).
-    let row_of = |j: u32| Sram::at(lay.bc + j * BLOCK * lay.bc_row() + slice * 32).pinned();
+    // (A block's rows share one staged vector: BLOCK divides 16 / elem bytes.)
+    let row_of = |j: u32| Sram::at(lay.bc + lay.bc_at(j * BLOCK) + slice * 32).pinned();
     let step_block = |h: &mut [f32; NS], j: u32| {
         let (dt, dtu) = (load_block(dt_row.skip(j * BLOCK * 4)), load_block(dtu_row.skip(j * BLOCK * 4)));
         block_forward::<NS>(h, &a2, &dt, &dtu, row_of(j), lay.bc_row(), quarter, |_, _, _| {});

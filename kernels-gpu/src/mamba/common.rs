@@ -1,6 +1,7 @@
 //! Device code both scan kernels share: the staging copy of one 16-byte input vector, and
 //! the conversion of the staged B and C rows into the f32 tile the recurrence reads.
 
+use super::scan_bc_at;
 use crate::device::cp_async::cp_async_16;
 use crate::device::{Elem, Hbm, Sram, unroll};
 
@@ -30,7 +31,7 @@ pub(super) unsafe fn copy_vec<T: Elem>(dst: u32, addr: u64, row: usize, t: u32, 
 }
 
 /// Where the staged B and C rows go: the f32 tile `[step][2 states + 4]` (ScanSmem's
-/// `bc`). A row holds quarter 0 (states 0..4) of every slice as (B x4, C x4) pairs, then
+/// `bc`, rows skewed by scan_bc_at). A row holds quarter 0 (states 0..4) of every slice as (B x4, C x4) pairs, then
 /// quarter 1, ...: a thread's B and C quarter are 32 contiguous bytes.
 #[derive(Clone, Copy)]
 pub(super) struct BcTile {
@@ -43,6 +44,8 @@ pub(super) struct BcTile {
     pub states: u32,
     pub slices: u32,
     pub threads: u32,
+    /// The rows' skew (scan_bc_at).
+    pub pair: u32,
 }
 
 /// B, C -> f32, transposed into the tile, one staged 16-byte vector per item (B only
@@ -62,7 +65,7 @@ pub(super) unsafe fn bc_to_f32<T: Elem, const NS: usize>(bc: BcTile, t_id: u32, 
         unroll::<8, _>(|e| {
             if e < T::LANES {
                 let t = vec * lanes + e as u32;
-                unsafe { Sram { addr: bc.tile }.st_f32(t * bc.tile_row + col * 4, f[e]) };
+                unsafe { Sram { addr: bc.tile }.st_f32(scan_bc_at(t, bc.tile_row, T::BYTES, bc.pair) + col * 4, f[e]) };
             }
         });
         i += bc.threads;

@@ -122,15 +122,19 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
             }
         }
     });
-    // The conversion pass gives thread t the 16-byte vectors i = t + 128 m (m < 4) of
-    // the chunk: channel i / 4 = t / 4 + 32 m, always the same channels, so their
-    // delta_bias is loaded once, here (not on the conversion's critical path).
+    // The conversion pass and the epilogue give thread t the 16-byte vectors i = t + 128
+    // m (m < 4) of the chunk: channel i / 4 = t / 4 + 32 m, always the same channels, so
+    // their delta_bias and D are loaded once, here (not on the critical path of either).
     const ITEMS: usize = 4;
-    let mut bias_r = [0.0f32; ITEMS];
+    let (mut bias_r, mut d_r) = ([0.0f32; ITEMS], [0.0f32; ITEMS]);
     unroll::<ITEMS, _>(|m| {
         let r = t_id / 4 + 32 * m as u32;
+        let of = |addr: u64| unsafe { Hbm::<f32>::from_addr(addr).load(cta.c0 + r as usize) };
         if r < cta.n_ch && p.delta_bias != 0 {
-            bias_r[m] = unsafe { Hbm::<f32>::from_addr(p.delta_bias).load(cta.c0 + r as usize) };
+            bias_r[m] = of(p.delta_bias);
+        }
+        if r < cta.n_ch && p.d != 0 {
+            d_r[m] = of(p.d);
         }
     });
     let n_ckpt = scan_checkpoints(p.seqlen) as usize;
@@ -214,6 +218,7 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
             states: lay.states,
             slices: lay.slices,
             threads: SCAN_THREADS,
+            pair: lay.bc_pair(),
         };
         unsafe { bc_to_f32::<T, NS>(tile, t_id, true) };
         sync_threads();
@@ -229,11 +234,12 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
             let du = unsafe { [du_row.ld_v4(tb * 4), du_row.ld_v4(tb * 4 + 16)] };
             let mut ys = [0.0f32; 8];
             // This thread's quarter 0 in step tb's row; steps are bc_row apart.
-            let row0 = Sram::at(lay.bc + tb * lay.bc_row() + slice * 32).pinned();
+            // (tb is a multiple of 8, so step tb + j's row is bc_at(j) past tb's.)
+            let row0 = Sram::at(lay.bc + lay.bc_at(tb) + slice * 32).pinned();
             unroll::<8, _>(|j| {
                 let mut bq = [[0u32; 4]; 4];
                 let mut cq = [[0u32; 4]; 4];
-                let row = Sram { addr: row0.addr + j as u32 * lay.bc_row() };
+                let row = Sram { addr: row0.addr + lay.bc_at(j as u32) };
                 unroll::<4, _>(|k| {
                     if k * 4 < NS {
                         let q = Sram { addr: row.addr + k as u32 * quarter };
@@ -286,7 +292,7 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
                     }
                 });
                 let uv = T::unpack_v4(unsafe { Sram::at(lay.u(stage) + r * PITCH).ld_v4(vec * 16) });
-                let dd = if p.d != 0 { unsafe { Hbm::<f32>::from_addr(p.d).load(cc) } } else { 0.0 };
+                let dd = pick(&d_r, m);
                 unroll::<8, _>(|e| y[e] = fma(dd, uv[e], y[e]));
                 if p.z != 0 {
                     let zv = T::unpack_v4(unsafe { Sram::at(lay.z + r * PITCH).ld_v4(vec * 16) });

@@ -90,6 +90,23 @@ pub const fn scan_chunk_steps(elem_bytes: u32) -> u32 {
     SCAN_CHUNK_BYTES / elem_bytes
 }
 
+/// Byte offset of step `t`'s row in a bc tile of `row` bytes per step. The conversion
+/// (bc_to_f32) stores one staged 16-byte vector per thread, a step at a time; rows are 4
+/// words mod 32 apart and a vector spans 8 (or 4) rows, so without a skew the 4 vectors a
+/// warp stores at once land in the same banks. Vector v = t elem_bytes / 16's rows are
+/// moved 16 (v mod 2 + `pair` (v / 2)) bytes on: `pair` 2 spreads the forward's rows (8
+/// states per thread: a warp's 8 B / C rows use words {0-3, 16-19}) and the f32 backward's,
+/// 4 the 16-bit backward's ({0-3, 8-11}); tests check both.
+pub const fn scan_bc_at(t: u32, row: u32, elem_bytes: u32, pair: u32) -> u32 {
+    let v = t * elem_bytes / 16;
+    t * row + 16 * ((v & 1) + pair * (v >> 1))
+}
+
+/// Bytes of a bc tile of `steps` rows (scan_bc_at), a multiple of 16.
+pub const fn scan_bc_bytes(steps: u32, row: u32, elem_bytes: u32, pair: u32) -> u32 {
+    (scan_bc_at(steps - 1, row, elem_bytes, pair) + row).next_multiple_of(16)
+}
+
 /// Threads that share one channel (its d_state split in slices of `ns`), a power of two
 /// so that the slices of a channel sit in one warp (at most 32).
 pub const fn scan_slices_for(d_state: u32, ns: u32) -> u32 {
@@ -103,7 +120,8 @@ pub const fn scan_slices_for(d_state: u32, ns: u32) -> u32 {
 ///            state, SCAN_CHUNK_BYTES apart)
 ///   delta    delta' of the chunk, f32 [channels][steps + 4] (bias and softplus applied)
 ///   du       delta' * u, f32 [channels][steps + 4]; after the scan, y (same place)
-///   bc       B and C of the chunk in f32, transposed: [steps][2 states + 4]. A row holds
+///   bc       B and C of the chunk in f32, transposed: [steps][2 states + 4], each staged
+///            vector's rows 16 bytes on (scan_bc_at: no bank conflicts). A row holds
 ///            quarter 0 (states 0..4) of every slice as (B x4, C x4) pairs, then quarter
 ///            1, ...: a thread's B and C quarter are 32 contiguous bytes (one address
 ///            register, immediate offsets) and a warp's slices read adjacent ones
@@ -116,6 +134,7 @@ pub struct ScanSmem {
     pub channels: u32,
     pub states: u32,
     pub steps: u32,
+    pub elem_bytes: u32,
     pub stage_bytes: u32,
     pub delta: u32,
     pub du: u32,
@@ -135,9 +154,9 @@ impl ScanSmem {
         let delta = 2 * stage_bytes;
         let du = delta + channels * (steps + 4) * 4;
         let bc = du + channels * (steps + 4) * 4;
-        let z = bc + steps * (2 * states + 4) * 4;
+        let z = bc + scan_bc_bytes(steps, (2 * states + 4) * 4, elem_bytes, 2);
         let total = z + channels * SCAN_RAW_PITCH;
-        ScanSmem { slices, channels, states, steps, stage_bytes, delta, du, bc, z, total }
+        ScanSmem { slices, channels, states, steps, elem_bytes, stage_bytes, delta, du, bc, z, total }
     }
     /// Byte offset of raw stage `s`'s u, delta, B and C rows.
     pub const fn u(self, s: u32) -> u32 {
@@ -159,6 +178,14 @@ impl ScanSmem {
     /// Bytes per (step) row of bc.
     pub const fn bc_row(self) -> u32 {
         (2 * self.states + 4) * 4
+    }
+    /// The skew of bc's rows (scan_bc_at).
+    pub const fn bc_pair(self) -> u32 {
+        2
+    }
+    /// Byte offset of step t's row in bc (scan_bc_at).
+    pub const fn bc_at(self, t: u32) -> u32 {
+        scan_bc_at(t, self.bc_row(), self.elem_bytes, self.bc_pair())
     }
 }
 
@@ -278,13 +305,16 @@ pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
 ///           dh B (the du / ddelta term) over it, step by step
 ///   dtu     delta' u, f32, same shape; the walk writes sum_n A dA h_prev dh over it
 ///   dy      dL/dy (dout silu(z)), f32, same shape; the walk writes y = <h, C> over it
-///   bc      B and C in f32, [SEG][2 states + 4] (the forward's layout)
+///   bc      B and C in f32, [SEG][2 states + 4], skewed (the forward's layout)
 ///   snap    the state at the start of blocks 1..: [SEG / BLOCK - 1][threads][NS] f32 (snap,
 ///           xch and red sit in the staged B and C rows' place when they fit there)
 ///   xch     with 8 states per thread, per warp, one step's dB and dC of every lane,
 ///           2 NS x 32 f32: the warp sums them over its channels through it (4 states per
 ///           thread sum by shuffles: none)
-///   red     per-warp dB and dC of `flush_steps` steps: [warps][2][states][flush_steps]
+///   red     per-warp dB and dC of `flush_steps` steps: [warps][2][states][red_pitch],
+///           red_pitch = flush_steps + 1 words: the 32 lanes of a warp store one step
+///           of 32 different (dB / dC, state) rows at once; an odd pitch puts them in 32
+///           banks (a pitch of 8 put them in 4: an 8-way conflict every step)
 ///   acc     dD and ddelta_bias sums per channel, f32 [2][channels]
 /// (The state at the start of each segment of a checkpoint interval lives in HBM, in
 /// `ScanBwdParams::starts`: SRAM is full at 4 CTAs per SM.)
@@ -294,6 +324,7 @@ pub struct ScanBwdSmem {
     pub slices: u32,
     pub channels: u32,
     pub states: u32,
+    pub elem_bytes: u32,
     pub raw_row: u32,
     pub raw_pitch: u32,
     pub raw_b: u32,
@@ -306,6 +337,7 @@ pub struct ScanBwdSmem {
     pub xch: u32,
     pub red: u32,
     pub flush_steps: u32,
+    pub red_pitch: u32,
     pub acc: u32,
     pub total: u32,
 }
@@ -336,21 +368,23 @@ impl ScanBwdSmem {
         let dtu = dt + channels * row_f32;
         let dy = dtu + channels * row_f32;
         let bc = dy + channels * row_f32;
+        // Bytes of `red` per step of a flush (the tile has one more: the pitch's padding).
         let per_step = (threads / 32) * 2 * states * 4;
         let mut flush_steps = SCAN_BWD_FLUSH;
         while flush_steps > 1 && flush_steps * per_step > SCAN_BWD_RED_BUDGET {
             flush_steps /= 2;
         }
+        let red_pitch = flush_steps + 1;
         // snap, xch and red are used between the B/C conversion and the segment's end:
         // they take the staged B and C rows' place when they fit there (f32 inputs).
         let snap_bytes = (seg / SCAN_BWD_BLOCK - 1) * threads * ns * 4;
         let xch_bytes = if ns >= 8 { threads * 2 * ns * 4 } else { 0 };
-        let scratch = snap_bytes + xch_bytes + flush_steps * per_step;
-        let after_bc = bc + seg * (2 * states + 4) * 4;
+        let scratch = snap_bytes + xch_bytes + red_pitch * per_step;
+        let after_bc = bc + scan_bc_bytes(seg, (2 * states + 4) * 4, elem_bytes, if elem_bytes < 4 { 4 } else { 2 });
         let snap = if scratch <= 2 * states * raw_row { raw_b } else { after_bc };
         let xch = snap + snap_bytes;
         let red = xch + xch_bytes;
-        let end = if snap == raw_b { after_bc } else { red + flush_steps * per_step };
+        let end = if snap == raw_b { after_bc } else { (red + red_pitch * per_step).next_multiple_of(16) };
         let acc = end;
         let total = acc + 2 * channels * 4;
         ScanBwdSmem {
@@ -358,6 +392,7 @@ impl ScanBwdSmem {
             slices,
             channels,
             states,
+            elem_bytes,
             raw_row,
             raw_pitch,
             raw_b,
@@ -370,6 +405,7 @@ impl ScanBwdSmem {
             xch,
             red,
             flush_steps,
+            red_pitch,
             acc,
             total,
         }
@@ -385,6 +421,18 @@ impl ScanBwdSmem {
     /// Bytes per (step) row of bc.
     pub const fn bc_row(self) -> u32 {
         (2 * self.states + 4) * 4
+    }
+    /// The skew of bc's rows (scan_bc_at).
+    pub const fn bc_pair(self) -> u32 {
+        if self.elem_bytes < 4 { 4 } else { 2 }
+    }
+    /// Byte offset of step t's row in bc (scan_bc_at).
+    pub const fn bc_at(self, t: u32) -> u32 {
+        scan_bc_at(t, self.bc_row(), self.elem_bytes, self.bc_pair())
+    }
+    /// Byte offset in `red` of (warp, dB or dC, state n, slot).
+    pub const fn red_at(self, warp: u32, which: u32, n: u32, slot: u32) -> u32 {
+        (((warp * 2 + which) * self.states + n) * self.red_pitch + slot) * 4
     }
 }
 
@@ -515,6 +563,53 @@ mod tests {
         assert!(4 * (ScanSmem::new(16, 2, 8).total + 1024) <= 228 * 1024);
         assert_eq!(scan_checkpoints(128), 1);
         assert_eq!(scan_checkpoints(129), 2);
+    }
+
+    /// Whether the 4-byte words a warp stores at once fall in 32 different banks.
+    fn one_per_bank(words: impl IntoIterator<Item = u32>) -> bool {
+        let mut seen = 0u32;
+        words.into_iter().all(|w| {
+            let bit = 1 << (w % 32);
+            let fresh = seen & bit == 0;
+            seen |= bit;
+            fresh
+        })
+    }
+
+    #[test]
+    fn bc_conversion_stores_are_conflict_free() {
+        // bc_to_f32's first warp: item (lane) = staged row r of B then C, 16-byte vector
+        // vec; its element e goes to step vec * lanes + e, column col of the state.
+        let check = |states: u32, slices: u32, ns: u32, eb: u32, vecs: u32, row: u32, pair: u32| {
+            let lanes = 16 / eb;
+            for e in 0..lanes {
+                let words = (0..32).map(|i| {
+                    let (r, vec) = (i / vecs, i % vecs);
+                    let (n, is_c) = if r < states { (r, 0) } else { (r - states, 1) };
+                    let col = (n % ns / 4) * slices * 8 + n / ns * 8 + is_c * 4 + n % 4;
+                    (scan_bc_at(vec * lanes + e, row, eb, pair) + col * 4) / 4
+                });
+                assert!(one_per_bank(words), "states {states}, {eb}-byte inputs, element {e}");
+            }
+        };
+        for eb in [2, 4] {
+            let f = ScanSmem::new(16, eb, 8);
+            check(f.states, f.slices, 8, eb, SCAN_CHUNK_BYTES / 16, f.bc_row(), f.bc_pair());
+            let b = ScanBwdSmem::new(16, eb, 4);
+            check(b.states, b.slices, 4, eb, b.raw_row / 16, b.bc_row(), b.bc_pair());
+        }
+    }
+
+    #[test]
+    fn red_stores_are_conflict_free() {
+        // d_state 16, 4 states per thread: after the reduce-scatter the 32 lanes of a warp
+        // hold the 32 (dB / dC, state) sums of one step, stored into one slot.
+        let lay = ScanBwdSmem::new(16, 2, 4);
+        assert_eq!(2 * lay.states, 32);
+        for slot in 0..lay.flush_steps {
+            let words = (0..32).map(|o| lay.red_at(1, o / lay.states, o % lay.states, slot) / 4);
+            assert!(one_per_bank(words), "slot {slot}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(super) fn red_plan<const NS: usize>(lay: ScanBwdSmem) -> RedPlan {
 }
 
 /// Sums `db` and `dc` (this lane's NS states of one step) over the warp's channels into
-/// slot `slot` of the warp's `red` ([warps][2][states][flush_steps]).
+/// slot `slot` of the warp's `red` ([warps][2][states][red_pitch]).
 #[inline(always)]
 pub(super) fn reduce_bc<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], plan: RedPlan, lay: ScanBwdSmem, slot: u32) {
     match plan {
@@ -75,18 +75,11 @@ fn shuffle_plan<const NS: usize>(lay: ScanBwdSmem) -> ShufflePlan {
         r += 1;
     }
     let rest = (lane >> (slices_log2 + rounds)) & ((1 << (cpw_log2 - rounds)) - 1);
-    ShufflePlan {
-        slices_log2,
-        cpw_log2,
-        rounds,
-        first,
-        stores: rest == 0,
-        red: lay.red + warp * 2 * lay.states * lay.flush_steps * 4,
-    }
+    ShufflePlan { slices_log2, cpw_log2, rounds, first, stores: rest == 0, red: lay.red + lay.red_at(warp, 0, 0, 0) }
 }
 
 /// Sums `db` and `dc` (this lane's NS states of one step) over the warp's channels into
-/// slot `slot` of the warp's `red` ([warps][2][states][flush_steps]), in a fixed order,
+/// slot `slot` of the warp's `red` ([warps][2][states][red_pitch]), in a fixed order,
 /// by shuffles (a reduce-scatter): each round pairs the lanes whose channels differ in
 /// one bit; each sends its partner the half of its values the partner keeps and adds the
 /// partner's half to its own, so the values a lane holds halve (2 NS -> NS -> ...). With
@@ -126,7 +119,7 @@ fn reduce_shuffle<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], plan: Shuffle
             if k < 2 * NS && (k as u32) < held {
                 let o = plan.first + k as u32;
                 let (which, n) = (o / NS as u32, s * NS as u32 + o % NS as u32);
-                let at = plan.red + ((which * lay.states + n) * lay.flush_steps + slot) * 4;
+                let at = plan.red + lay.red_at(0, which, n, slot);
                 unsafe { Sram::at(at).st_f32(0, v[k]) };
             }
         });
@@ -165,12 +158,12 @@ fn exchange_plan<const NS: usize>(lay: ScanBwdSmem) -> ExchangePlan {
         get: Sram::at(xch + lane * 2 * NS as u32 * 4),
         slices_log2,
         cpw_log2,
-        red: lay.red + warp * 2 * lay.states * lay.flush_steps * 4,
+        red: lay.red + lay.red_at(warp, 0, 0, 0),
     }
 }
 
 /// Sums `db` and `dc` (this lane's NS states of one step) over the warp's channels into
-/// slot `slot` of the warp's `red` ([warps][2][states][flush_steps]), in a fixed order.
+/// slot `slot` of the warp's `red` ([warps][2][states][red_pitch]), in a fixed order.
 #[inline(always)]
 fn reduce_exchange<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], plan: ExchangePlan, lay: ScanBwdSmem, slot: u32) {
     let lane = tid() % 32;
@@ -186,7 +179,7 @@ fn reduce_exchange<const NS: usize>(db: &[f32; NS], dc: &[f32; NS], plan: Exchan
     let put = |o: u32, sum: f32| {
         let (val, s) = (o >> plan.slices_log2, o & (lay.slices - 1));
         let (which, n) = (val / NS as u32, s * NS as u32 + val % NS as u32);
-        let at = plan.red + ((which * lay.states + n) * lay.flush_steps + slot) * 4;
+        let at = plan.red + lay.red_at(0, which, n, slot);
         unsafe { Sram::at(at).st_f32(0, sum) };
     };
     if plan.cpw_log2 >= all {

@@ -117,11 +117,7 @@ unsafe fn convert_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta
     let mut i = tid();
     while i < lay.channels * vecs {
         let (r, vec) = (i / vecs, i % vecs);
-        let bias = if r < cta.n_ch && p.delta_bias != 0 {
-            unsafe { Hbm::<f32>::from_addr(p.delta_bias).load(cta.c0 + r as usize) }
-        } else {
-            0.0
-        };
+        let bias = unsafe { Sram::at(lay.coef).ld_f32((lay.channels + r) * 4) };
         let raw = |k: u32| T::unpack_v4(unsafe { Sram::at(lay.raw(k, r)).ld_v4(vec * 16) });
         let (ur, dr) = (raw(0), raw(1));
         let (mut dt, mut dtu) = ([0.0f32; 8], [0.0f32; 8]);
@@ -252,6 +248,25 @@ fn block_forward<const NS: usize>(
     });
 }
 
+/// The walk's per-step sums over a channel's `slices` (>= 4; used at >= 8) adjacent lanes, as a
+/// reduce-scatter: the values (sgb, sga, y, 0) halve over the first two slice bits (3
+/// shuffles, not 6), the rest are plain sums. Slice s < 4 ends with value 2 (s & 1) +
+/// (s >> 1) summed over the slices; each sum is ((v0 + v1) + (v2 + v3)) + ..., as with
+/// butterflies of every value, so the result is bitwise the same.
+#[inline(always)]
+fn sum_over_slices(sgb: f32, sga: f32, y: f32, slice: u32, slices: u32) -> f32 {
+    let (k0, k1, x0, x1) = if slice & 1 != 0 { (y, 0.0, sgb, sga) } else { (sgb, sga, y, 0.0) };
+    let (a0, a1) = (k0 + shfl_xor(x0, 1), k1 + shfl_xor(x1, 1));
+    let (k, x) = if slice & 2 != 0 { (a1, a0) } else { (a0, a1) };
+    let mut v = k + shfl_xor(x, 2);
+    let mut off = 4;
+    while off < slices {
+        v += shfl_xor(v, off);
+        off *= 2;
+    }
+    v
+}
+
 /// After a flush's barrier: the CTA's dB and dC of steps [t, t + flush_steps), summed
 /// over the warps in order, into this CTA's part (deterministic) or added to the one part.
 #[inline(always)]
@@ -306,8 +321,8 @@ unsafe fn epilogue<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, t0: u
             let (u, dl, g) = (raw(0), raw(1), raw(2));
             let tile = |off: u32| load_f32s::<T>(Sram::at(off + r * lay.row_f32() + vec * lanes * 4));
             let (sgb, sga, y) = (tile(lay.dt), tile(lay.dtu), tile(lay.dy));
-            let hbm = |addr: u64| if addr != 0 { unsafe { Hbm::<f32>::from_addr(addr).load(cc) } } else { 0.0 };
-            let (d, bias) = (hbm(p.d), hbm(p.delta_bias));
+            let coef = Sram::at(lay.coef);
+            let (d, bias) = unsafe { (coef.ld_f32(r * 4), coef.ld_f32((lay.channels + r) * 4)) };
             let (mut du, mut ddelta, mut dz) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
             let mut dy = g;
             if p.z != 0 {
@@ -402,9 +417,20 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
             }
         }
     });
+    // acc = 0; coef = D, delta_bias (0 for absent channels or tensors). The first
+    // segment's barriers order these before their readers.
     let mut i = t_id;
-    while i < 2 * lay.channels {
-        unsafe { Sram::at(lay.acc).st_f32(i * 4, 0.0) };
+    while i < lay.channels {
+        let of = |addr: u64| {
+            if addr != 0 && i < n_ch { unsafe { Hbm::<f32>::from_addr(addr).load(cta.c0 + i as usize) } } else { 0.0 }
+        };
+        let (acc, coef) = (Sram::at(lay.acc), Sram::at(lay.coef));
+        unsafe {
+            acc.st_f32(i * 4, 0.0);
+            acc.st_f32((lay.channels + i) * 4, 0.0);
+            coef.st_f32(i * 4, of(p.d));
+            coef.st_f32((lay.channels + i) * 4, of(p.delta_bias));
+        }
         i += lay.threads;
     }
 
@@ -417,6 +443,14 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
         Sram::at(lay.dtu + ch_l * lay.row_f32()),
         Sram::at(lay.dy + ch_l * lay.row_f32()),
     );
+    // With 8 or more slices (sum_over_slices), slice s < 3 of a channel stores sum s of
+    // each step (0 sgb over dt, 1 sga over dtu, 2 y over dy: the tiles are `channels` rows
+    // apart); the others hold nothing to store (`held` 3 and up). H100, b = 8, dim =
+    // 4096, L = 4096: d_state 64 (8 slices) 31.98 -> 31.50 ms; d_state 16 (4 slices: 128
+    // registers, the most for 4 CTAs per SM) 4.716 -> 4.781 ms, so 4 slices keep the
+    // butterflies.
+    let held = if slice < 4 { (slice & 1) * 2 + (slice >> 1) } else { 4 };
+    let my_row = dt_row.skip(held.min(2) * lay.channels * lay.row_f32());
     let snap = |j: u32| Sram::at(lay.snap + ((j - 1) * lay.threads + t_id) * NS as u32 * 4);
     let tile = BcTile {
         raw: Sram::at(lay.raw_b).addr,
@@ -555,20 +589,27 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
                     da[n] = fma(dt_i, gd, da[n]);
                     dh[n] = carried;
                 });
-                let mut off = 1;
-                while off < lay.slices {
-                    y += shfl_xor(y, off);
-                    sgb += shfl_xor(sgb, off);
-                    sga += shfl_xor(sga, off);
-                    off *= 2;
-                }
                 // Every slice of the channel has read step i's dt, dtu, dy (its shuffled
                 // sums needed them): the sums take their place.
-                if slice == 0 {
-                    unsafe {
-                        dt_row.st_f32(step * 4, sgb);
-                        dtu_row.st_f32(step * 4, sga);
-                        dy_row.st_f32(step * 4, y);
+                if lay.slices >= 8 {
+                    let v = sum_over_slices(sgb, sga, y, slice, lay.slices);
+                    if held < 3 {
+                        unsafe { my_row.st_f32(step * 4, v) };
+                    }
+                } else {
+                    let mut off = 1;
+                    while off < lay.slices {
+                        y += shfl_xor(y, off);
+                        sgb += shfl_xor(sgb, off);
+                        sga += shfl_xor(sga, off);
+                        off *= 2;
+                    }
+                    if slice == 0 {
+                        unsafe {
+                            dt_row.st_f32(step * 4, sgb);
+                            dtu_row.st_f32(step * 4, sga);
+                            dy_row.st_f32(step * 4, y);
+                        }
                     }
                 }
                 reduce_bc::<NS>(&dbv, &dcv, plan, lay, step % f);

@@ -316,6 +316,9 @@ pub const fn scan_bwd_states_per_thread(d_state: u32) -> u32 {
 ///           of 32 different (dB / dC, state) rows at once; an odd pitch puts them in 32
 ///           banks (a pitch of 8 put them in 4: an 8-way conflict every step)
 ///   acc     dD and ddelta_bias sums per channel, f32 [2][channels]
+///   coef    D and delta_bias of the CTA's channels, f32 [2][channels], loaded once: the
+///           conversion and the epilogue read them between barriers, where a global
+///           load's latency would hold up the whole CTA
 /// (The state at the start of each segment of a checkpoint interval lives in HBM, in
 /// `ScanBwdParams::starts`: SRAM is full at 4 CTAs per SM.)
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -339,6 +342,7 @@ pub struct ScanBwdSmem {
     pub flush_steps: u32,
     pub red_pitch: u32,
     pub acc: u32,
+    pub coef: u32,
     pub total: u32,
 }
 
@@ -386,7 +390,8 @@ impl ScanBwdSmem {
         let red = xch + xch_bytes;
         let end = if snap == raw_b { after_bc } else { (red + red_pitch * per_step).next_multiple_of(16) };
         let acc = end;
-        let total = acc + 2 * channels * 4;
+        let coef = acc + 2 * channels * 4;
+        let total = coef + 2 * channels * 4;
         ScanBwdSmem {
             threads,
             slices,
@@ -407,6 +412,7 @@ impl ScanBwdSmem {
             flush_steps,
             red_pitch,
             acc,
+            coef,
             total,
         }
     }
@@ -635,6 +641,7 @@ mod tests {
                     s.xch,
                     s.red,
                     s.acc,
+                    s.coef,
                     s.row_f32(),
                     s.bc_row(),
                 ] {

@@ -6,7 +6,9 @@
 //! causal. `--bwd` times both backward modes (fast, deterministic), given the forward's
 //! o and lse.
 //!
-//!     cargo run --release --example bench_attention [-- --quick] [--bwd]
+//!     cargo run --release --example bench_attention [-- --quick] [--bwd] [--ns 2048,4096]
+//!
+//! `--ns` replaces the list of sequence lengths (for A/B runs of a few shapes).
 
 use flashscan::attention::{AttentionOptions, BackwardOptions, backward, forward};
 use flashscan::runtime::timing::{median, time_ms};
@@ -85,11 +87,22 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let bwd = std::env::args().any(|a| a == "--bwd");
-    let ns: &[usize] = if quick { &[1024, 4096] } else { &[512, 1024, 2048, 4096, 8192, 16384] };
+    let args: Vec<String> = std::env::args().collect();
+    let ns: Vec<usize> = match args.iter().position(|a| a == "--ns") {
+        Some(i) => match args.get(i + 1).map(|v| v.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>()) {
+            Some(Ok(ns)) if ns.iter().all(|&n| n > 0 && 16384 % n == 0) => ns,
+            _ => {
+                eprintln!("--ns takes a comma-separated list of sequence lengths that divide 16384");
+                std::process::exit(2);
+            }
+        },
+        None if quick => vec![1024, 4096],
+        None => vec![512, 1024, 2048, 4096, 8192, 16384],
+    };
     eprintln!("{}", Device::Cuda(0).describe());
     for d in [64, 128] {
         for causal in [false, true] {
-            for &n in ns {
+            for &n in &ns {
                 if let Err(e) = bench(d, n, causal, bwd, if quick { 10 } else { 30 }) {
                     eprintln!("bench_attention failed at d={d} N={n} causal={causal}: {e}");
                     std::process::exit(1);

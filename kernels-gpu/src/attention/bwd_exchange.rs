@@ -28,7 +28,7 @@ use super::backward::{AttnBwdParams, BWD_D128};
 use super::block::{Mask, accumulate_rolled, scores_rolled, tanh_precise, to_a_frags};
 use super::bwd::grad_scores;
 use super::tile::load_tile;
-use crate::device::atomic::red_add_f32;
+use crate::device::atomic::red_add_v2_f32;
 use crate::device::cp_async::{commit, cp_async_4, wait_group};
 use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
 use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, warp};
@@ -67,7 +67,8 @@ unsafe fn attn_bwd_exchange<
 ) {
     const {
         assert!(
-            BN * DSPLIT == 16 * MT as u32 * WARPS
+            BM % 32 == 0
+                && BN * DSPLIT == 16 * MT as u32 * WARPS
                 && DK as u32 * 16 == D
                 && QN as u32 * 8 * SUBS * DSPLIT == BM
                 && QK * 2 == QN
@@ -115,9 +116,8 @@ unsafe fn attn_bwd_exchange<
     let (lse_all, delta_all) = (Hbm::<f32>::from_addr(p.lse), Hbm::<f32>::from_addr(p.delta));
     // Row (b, h, 0) of lse / D and of the dQ accumulator.
     let stat_row = |h: u32| (b as usize * p.heads_q as usize + h as usize) * p.seqlen_q as usize;
-    // This CTA's dQ accumulator, recomputed where used (not held across the loops).
-    let split = if p.deterministic != 0 { block_x() as u64 } else { 0 };
-    let dq_acc = || HbmMut::<f32>::from_addr(pinned_u64(p.dq_acc + 4 * split * p.dq_split_stride));
+    // The dQ accumulator (the deterministic mode adds this CTA's split where it writes).
+    let dq_acc = HbmMut::<f32>::from_addr(p.dq_acc);
 
     // This warp's first key in the block, and the A-fragment row address of its keys in
     // a K or V tile (row-major, PITCH) and in P^T or dS^T ([key][query], DSP).
@@ -158,16 +158,18 @@ unsafe fn attn_bwd_exchange<
                 if DOS == 2 {
                     load_do(it, st);
                 }
-                // lse by threads [0, BM), D by [BM, 2 BM); rows past seqlen_q are zeros
-                // (and masked below).
+                // lse by threads [0, BM), D by [BM, 2 BM) (whole warps: each branch takes
+                // its tensor's address as is, no per-thread pointer); rows past seqlen_q
+                // are zeros (and masked below).
                 let t = tid();
-                let (which, i) = (t / BM, t % BM);
-                if which < 2 {
-                    let src = if which == 0 { lse_all } else { delta_all };
-                    let dst = if which == 0 { s_lse(st) } else { s_delta(st) };
-                    let ok = (i as i32) < valid;
-                    let at = stat_row(h) + if ok { (r0 + i) as usize } else { 0 };
-                    cp_async_4(dst.byte(i * 4), src.offset(at).ptr() as *const u8, if ok { 4 } else { 0 });
+                let i = t % BM;
+                let ok = (i as i32) < valid;
+                let at = stat_row(h) + if ok { (r0 + i) as usize } else { 0 };
+                let n = if ok { 4 } else { 0 };
+                if t < BM {
+                    cp_async_4(s_lse(st).byte(i * 4), lse_all.offset(at).ptr() as *const u8, n);
+                } else if t < 2 * BM {
+                    cp_async_4(s_delta(st).byte(i * 4), delta_all.offset(at).ptr() as *const u8, n);
                 }
             }
         };
@@ -266,7 +268,12 @@ unsafe fn attn_bwd_exchange<
             };
             let qk = opaque(BM / 16);
             let slice_at = slice * sw * 2;
-            accumulate_rolled::<T, MT, SN, PITCH>(&mut dv_acc, |mt, kk| key_frag_t(p_now, mt, kk), do_now.skip(slice_at), qk);
+            accumulate_rolled::<T, MT, SN, PITCH>(
+                &mut dv_acc,
+                |mt, kk| key_frag_t(p_now, mt, kk),
+                do_now.skip(slice_at),
+                qk,
+            );
             if DOS == 1 {
                 // Every warp is past dV: the next step's dO loads during dK and dQ.
                 sync_threads();
@@ -275,7 +282,12 @@ unsafe fn attn_bwd_exchange<
                 }
                 commit();
             }
-            accumulate_rolled::<T, MT, SN, PITCH>(&mut dk_acc, |mt, kk| key_frag_t(ds_now, mt, kk), q_now.skip(slice_at), qk);
+            accumulate_rolled::<T, MT, SN, PITCH>(
+                &mut dk_acc,
+                |mt, kk| key_frag_t(ds_now, mt, kk),
+                q_now.skip(slice_at),
+                qk,
+            );
 
             // dQ (this warp's 16 MQ rows x CN n-tiles) = dS K: dS read from dS^T with
             // ldmatrix.trans (keys are its k dimension), K transposed as in P V.
@@ -289,14 +301,16 @@ unsafe fn attn_bwd_exchange<
             );
             // This lane's accumulator elements: rows r0 + 16 (MQ rt + mq) + l / 4 + 8 hf,
             // column pairs chunk * cw + 8 cn + 2 (l % 4) (None past seqlen_q or the head dim).
-            let (acc_row, dq_acc) = (stat_row(h), dq_acc());
+            let acc_row = stat_row(h);
             let at = |mq: usize, hf: usize, cn: usize| {
                 let row = r0 + ((MQ as u32 * rt + mq as u32) * 16 + l / 4 + 8 * hf as u32) as i32;
                 let col = chunk * cw + cn as u32 * 8 + (l % 4) * 2;
                 (row < sq && col < hd).then(|| dq_acc.offset((acc_row + row as usize) * hd as usize + col as usize))
             };
             if p.deterministic != 0 {
-                // Read-add-write, all reads first (see bwd.rs).
+                // Read-add-write into accumulator `block_x`, all reads first (see bwd.rs).
+                let split = block_x() as usize * p.dq_split_stride as usize;
+                let at = |mq: usize, hf: usize, cn: usize| at(mq, hf, cn).map(|a| a.offset(split));
                 let mut old = [[[[0.0f32; 2]; CN]; 2]; MQ];
                 unroll::<MQ, _>(|mq| {
                     unroll::<2, _>(|hf| {
@@ -326,10 +340,7 @@ unsafe fn attn_bwd_exchange<
                         unroll::<CN, _>(|cn| {
                             if let Some(dst) = at(mq, hf, cn) {
                                 let c = &dq[mq][cn].0;
-                                unsafe {
-                                    red_add_f32(dst.ptr(), c[2 * hf]);
-                                    red_add_f32(dst.ptr().add(1), c[2 * hf + 1]);
-                                }
+                                unsafe { red_add_v2_f32(dst.ptr(), c[2 * hf], c[2 * hf + 1]) };
                             }
                         })
                     })

@@ -197,14 +197,15 @@ const fn t(d: u32, warps: u32, m_tiles: u32, block_m: u32, d_split: u32, exchang
     tile
 }
 
-// Tile shapes, registers per lane (dK + dV: 8 m_tiles d / d_split; S/P and dP/dS:
-// 8 m_tiles s_queries / 32 each) and SRAM ((2 block_n + (2 + do_stages) block_m) x pitch
+// Tile shapes, registers per lane (dK + dV: m_tiles d / d_split; S/P and dP/dS:
+// m_tiles s_queries / 2 each) and SRAM ((2 block_n + (2 + do_stages) block_m) x pitch
 // + (1 or 2) block_n x ds_pitch + 16 block_m):
 //   d=32:   4 warps, 64 keys x  64 queries:  32 + 64 regs; (128+256) x  80 + 64 x 144 + 1 KiB =  40 KiB
 //   d=64:   4 warps x 32 keys, 128 keys x 16 queries: 128 + 32; (256+64) x 144 + 128 x 48 + 0.25 = 51 KiB
 //   d=96:   4 warps, 64 keys x  32 queries:  96 + 32;      (128+128) x 208 + 64 x 80 + 0.5    =  57 KiB
-//   d=128:  8 warps = 4 key groups of 32 x 2 query halves (exchange), 128 keys x 64
-//           queries, one dO stage: 128 + 64; (256+192) x 272 + 2 x 128 x 144 + 1 = 156 KiB
+//   d=128:  8 warps = 4 key groups of 32 x 2 query halves (exchange, S / dP in 2 sub-steps
+//           of 16 queries), 128 keys x 64 queries, one dO stage: 128 + 32;
+//           (256+192) x 272 + 2 x 128 x 144 + 1 KiB = 156 KiB
 //   d=192:  8 warps (d split in 2), 64 keys x 32 queries:  96 + 32; (128+128) x 400 + 64 x 80 + 0.5 = 105 KiB
 //   d=256:  8 warps (d split in 2), 64 keys x 16 queries: 128 + 16; (128+64) x 528 + 64 x 48 + 0.25 = 102 KiB
 // All fit the 163 KiB an A100 block may opt into (H100: 227 KiB; d=128 with two dO
@@ -212,8 +213,9 @@ const fn t(d: u32, warps: u32, m_tiles: u32, block_m: u32, d_split: u32, exchang
 // already hold 128 registers per lane. d=64's warps own 32 keys each, so every Q / dO
 // fragment read from SRAM feeds two mma: 1.22x faster than 8 warps x 16 keys x 64
 // queries, measured in one run (PERF.md). d=128 does the same through the exchange
-// layout (PERF.md: 8 warps x 16 keys x 32 queries before; 32 keys with d split in 2 and
-// both warps recomputing S and dP was 0.73x that).
+// layout: 1.19-1.20x 8 warps x 16 keys x 32 queries, measured in one run (PERF.md v3;
+// 32 keys with d split in 2 and both warps recomputing S and dP was 0.73x that). One
+// sub-step of 32 queries (FA2's shape) spills at 255 registers.
 pub const BWD_D32: BwdTile = t(32, 4, 1, 64, 1, false, 2);
 pub const BWD_D64: BwdTile = t(64, 4, 2, 16, 1, false, 2);
 pub const BWD_D96: BwdTile = t(96, 4, 1, 32, 1, false, 2);

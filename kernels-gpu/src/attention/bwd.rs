@@ -1,5 +1,6 @@
-//! The backward's main kernel. Per CTA: keys [n0, n0 + BN) of one (batch, kv head), for
-//! every query head of its group. Warp w owns keys 16 (w / DSPLIT) .. + 16 of the block
+//! The backward's main kernel (every tile but d=128's, which runs the exchange layout of
+//! `bwd_exchange.rs`). Per CTA: keys [n0, n0 + BN) of one (batch, kv head), for every
+//! query head of its group. Warp w owns keys 16 (w / DSPLIT) .. + 16 of the block
 //! and columns SW (w % DSPLIT) .. + SW of their dK, dV (SW = D / DSPLIT); in the dQ step
 //! it owns query rows 16 (w % (BM / 16)) .. + 16 and a D / CS column chunk.
 //!

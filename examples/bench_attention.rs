@@ -6,7 +6,10 @@
 //! causal. `--bwd` times both backward modes (fast, deterministic), given the forward's
 //! o and lse.
 //!
-//!     cargo run --release --example bench_attention [-- --quick] [--bwd]
+//!     cargo run --release --example bench_attention [-- --quick] [--bwd] [--ns 2048,4096] [--ds 128]
+//!
+//! `--ns 2048,4096` and `--ds 128` replace the lists of sequence lengths and head dims
+//! (for A/B runs of a few shapes).
 
 use flashscan::attention::{AttentionOptions, BackwardOptions, backward, forward};
 use flashscan::runtime::timing::{median, time_ms};
@@ -85,11 +88,28 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let bwd = std::env::args().any(|a| a == "--bwd");
-    let ns: &[usize] = if quick { &[1024, 4096] } else { &[512, 1024, 2048, 4096, 8192, 16384] };
+    let args: Vec<String> = std::env::args().collect();
+    // `--ns 2048,4096` / `--ds 128`: only these sequence lengths / head dims.
+    let list = |flag: &str, ok: &dyn Fn(usize) -> bool| -> Option<Vec<usize>> {
+        let i = args.iter().position(|a| a == flag)?;
+        match args.get(i + 1).map(|v| v.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>()) {
+            Some(Ok(v)) if !v.is_empty() && v.iter().all(|&x| ok(x)) => Some(v),
+            _ => {
+                eprintln!("{flag} takes a comma-separated list (--ns: lengths dividing 16384; --ds: 64, 128)");
+                std::process::exit(2);
+            }
+        }
+    };
+    let ns = list("--ns", &|n| n > 0 && 16384 % n == 0).unwrap_or(if quick {
+        vec![1024, 4096]
+    } else {
+        vec![512, 1024, 2048, 4096, 8192, 16384]
+    });
+    let ds = list("--ds", &|d| d == 64 || d == 128).unwrap_or(vec![64, 128]);
     eprintln!("{}", Device::Cuda(0).describe());
-    for d in [64, 128] {
+    for &d in &ds {
         for causal in [false, true] {
-            for &n in ns {
+            for &n in &ns {
                 if let Err(e) = bench(d, n, causal, bwd, if quick { 10 } else { 30 }) {
                     eprintln!("bench_attention failed at d={d} N={n} causal={causal}: {e}");
                     std::process::exit(1);

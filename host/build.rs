@@ -16,7 +16,7 @@ use std::process::Command;
 
 /// (file stem, target-cpu, target features). sm_80 serves every GPU from Ampere on
 /// (the driver JITs PTX forward); sm_90a unlocks Hopper-only instructions.
-const ARCHES: &[(&str, &str, &str)] = &[("sm80", "sm_80", "+ptx80"), ("sm90a", "sm_90a", "+ptx80")];
+const ARCHES: &[(&str, &str, &str)] = &[("sm80", "sm_80", "+ptx80"), ("sm90a", "sm_90a", "+ptx81")];
 
 const TRIPLE: &str = "nvptx64-nvidia-cuda";
 

@@ -83,6 +83,22 @@ fn gpu_backward_odd_shapes() {
 
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
+fn gpu_exchange_tile_small_and_ragged() {
+    // The d=128 tile (P^T and dS^T exchanged through SRAM, one dO stage) on lengths off
+    // its 128-key x 64-query blocks, with GQA, a window with softcap and head dims 104
+    // and 128, both modes and dtypes: small enough for compute-sanitizer.
+    let window =
+        AttentionOptions { window_left: Some(40), window_right: Some(3), softcap: Some(15.0), ..Default::default() };
+    for case in [Case::new(1, 65, 129, 2, 1, 128).with(causal()), Case::new(2, 130, 70, 4, 2, 104).with(window)] {
+        for bwd in [FAST, DET] {
+            check_backward::<bf16>(&case, GPU, Saved::Forward, &bwd).unwrap();
+            check_backward::<f16>(&case, GPU, Saved::Forward, &bwd).unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
 fn gpu_backward_long_sequences() {
     // Many key blocks per CTA in the deterministic mode, many query blocks per key block,
     // and dQ sums over many key blocks.

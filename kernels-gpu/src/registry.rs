@@ -58,6 +58,19 @@ const ATTN_BWD: &[&str] = &[
     "ex2.approx",
     "red.global.add.f32",
 ];
+/// The d=128 exchange tile: the same products and streams, P^T / dS^T stored to SRAM,
+/// and dQ added as f32 pairs (`red.global.add.v2.f32` in the sm_90a PTX, two
+/// `red.global.add.f32` in the sm_80 PTX: the prefix of both).
+const ATTN_BWD_EXCHANGE: &[&str] = &[
+    MMA,
+    LDMATRIX,
+    "ldmatrix.sync.aligned.m8n8.x4.trans",
+    CP_ASYNC,
+    "cp.async.ca.shared.global",
+    "ex2.approx",
+    "st.shared.b32",
+    "red.global.add.",
+];
 /// The backward's row passes: 16-byte loads and stores, a warp sum (pre).
 const ATTN_BWD_PRE: &[&str] = &["ld.global.nc.v4", "st.global.v4", "shfl.sync.bfly"];
 const ATTN_BWD_DQ: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
@@ -118,8 +131,8 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_bwd_d64_f16", BWD_D64.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d96_bf16", BWD_D96.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d96_f16", BWD_D96.smem_bytes(), ATTN_BWD),
-    k("attn_bwd_d128_bf16", BWD_D128.smem_bytes(), ATTN_BWD),
-    k("attn_bwd_d128_f16", BWD_D128.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d128_bf16", BWD_D128.smem_bytes(), ATTN_BWD_EXCHANGE),
+    k("attn_bwd_d128_f16", BWD_D128.smem_bytes(), ATTN_BWD_EXCHANGE),
     k("attn_bwd_d192_bf16", BWD_D192.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d192_f16", BWD_D192.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d256_bf16", BWD_D256.smem_bytes(), ATTN_BWD),

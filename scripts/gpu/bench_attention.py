@@ -7,7 +7,9 @@ With --bwd: the backward instead (ours in its fast and deterministic modes; torc
 flash, cuDNN and efficient backward kernels timed through autograd.grad of one saved
 forward graph), FLOPs 2.5x the forward's; attention_bwd_bench.json / .png.
 
-    python3 bench_attention.py [path/to/bench_attention] [--quick] [--bwd] [--out DIR]
+    python3 bench_attention.py [path/to/bench_attention] [--quick] [--bwd] [--out DIR] [--ns 2048,4096]
+
+--ns replaces the list of sequence lengths (passed on to the binary).
 """
 import json, os, subprocess, sys, time
 
@@ -20,12 +22,12 @@ quick = "--quick" in sys.argv
 bwd = "--bwd" in sys.argv
 tag = "attention_bwd_bench" if bwd else "attention_bench"
 out_dir = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else "."
-if args and args[0] == out_dir:
-    args = args[1:]
+ns_arg = sys.argv[sys.argv.index("--ns") + 1] if "--ns" in sys.argv else None
+args = [a for a in args if a not in (out_dir, ns_arg)]
 binary = args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "bench_attention")
 
 ours = {}
-proc = subprocess.run([binary] + (["--quick"] if quick else []) + (["--bwd"] if bwd else []), capture_output=True, text=True)
+proc = subprocess.run([binary] + (["--quick"] if quick else []) + (["--bwd"] if bwd else []) + (["--ns", ns_arg] if ns_arg else []), capture_output=True, text=True)
 sys.stderr.write(proc.stderr)
 for line in proc.stdout.splitlines():
     r = json.loads(line)
@@ -56,7 +58,7 @@ def naive(q, k, v, causal):
     return torch.softmax(s.float(), dim=-1).to(q.dtype) @ v
 
 results = []
-ns = [1024, 4096] if quick else [512, 1024, 2048, 4096, 8192, 16384]
+ns = [int(n) for n in ns_arg.split(",")] if ns_arg else [1024, 4096] if quick else [512, 1024, 2048, 4096, 8192, 16384]
 print(torch.cuda.get_device_name(0), "torch", torch.__version__)
 for d in (64, 128):
     for causal in (False, True):

@@ -24,7 +24,8 @@ if part tests; then
       "gpu_decode gpu_decode_small_ragged" "gpu_ops gpu_ops_edge_shapes" \
       "gpu_flash_decode gpu_empty_sequences_and_masked_rows" \
       "gpu_flash_decode gpu_paged_equals_contiguous_and_matches_the_cpu_path" \
-      "gpu_attention_bwd gpu_rows_and_keys_without_partners" "gpu_attention_bwd gpu_backward_odd_shapes"; do
+      "gpu_attention_bwd gpu_rows_and_keys_without_partners" "gpu_attention_bwd gpu_backward_odd_shapes" \
+      "gpu_attention_bwd gpu_exchange_tile_small_and_ragged"; do
       set -- $t
       timeout 240 "$san" --tool "$tool" --error-exitcode 9 "tests/$1" --include-ignored --test-threads=1 ${2:-} \
         >"$LOGS/sanitizer_${tool}_$1_${2:-all}.log" 2>&1

@@ -86,8 +86,13 @@ pub struct AttnBwdRowParams {
 pub const BWD_ROW_THREADS: u32 = 256;
 
 /// Tile shape of one main-kernel instantiation. Each warp owns 16 x `m_tiles` keys and a
-/// `d / d_split` slice of their dK, dV columns; the `d_split` warps that share keys each
-/// recompute their S and dP (so that dK, dV of large head dims fit in registers).
+/// `d / d_split` slice of their dK, dV columns. Without `exchange`, the `d_split` warps
+/// that share keys each recompute their S and dP over the whole query block (so that dK,
+/// dV of large head dims fit in registers), and P^T, dS^T stay in registers as the A
+/// operands of dV and dK. With `exchange` (FlashAttention-2's layout), those warps split
+/// the query block instead (each computes S, dP for its keys x block_m / d_split
+/// queries), and P^T and dS^T go through SRAM to the warps that need them: every Q / dO
+/// fragment then feeds 2 m_tiles mma without S and dP of the whole block in registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BwdTile {
     pub d: u32,
@@ -97,6 +102,13 @@ pub struct BwdTile {
     /// Query rows per step of the query loop.
     pub block_m: u32,
     pub d_split: u32,
+    pub exchange: bool,
+    /// With `exchange`: sub-steps of a warp's S / dP (each block_m / d_split / s_sub
+    /// queries), which bounds their registers; 1 without.
+    pub s_sub: u32,
+    /// dO pipeline depth: 2 (loaded with Q, a step ahead) or 1 (one tile, reloaded
+    /// after a barrier once every warp has finished dV, while dK and dQ run).
+    pub do_stages: u32,
 }
 
 impl BwdTile {
@@ -107,22 +119,31 @@ impl BwdTile {
     pub const fn threads(self) -> u32 {
         self.warps * 32
     }
+    /// Queries of one warp's S and dP (of one sub-step).
+    pub const fn s_queries(self) -> u32 {
+        if self.exchange { self.block_m / self.d_split / self.s_sub } else { self.block_m }
+    }
+    /// m16 query tiles per warp in the dQ step.
+    pub const fn dq_m_tiles(self) -> u32 {
+        if self.exchange { 2 } else { 1 }
+    }
     /// Q / K / V / dO row pitch in SRAM: the row plus 16 bytes (as the forward's).
     pub const fn pitch(self) -> u32 {
         self.d * 2 + 16
     }
-    /// dS^T row pitch ([key][query]): the row plus 16 bytes, an odd number of 16-byte
-    /// groups for ldmatrix without bank conflicts.
+    /// dS^T (and P^T) row pitch ([key][query]): the row plus 16 bytes, an odd number of
+    /// 16-byte groups for ldmatrix without bank conflicts.
     pub const fn ds_pitch(self) -> u32 {
         self.block_m * 2 + 16
     }
-    /// Warps of the dQ step: (block_m / 16) row tiles x `dq_col_split` column chunks.
+    /// Warps of the dQ step: block_m / (16 dq_m_tiles) row groups x `dq_col_split`
+    /// column chunks.
     pub const fn dq_col_split(self) -> u32 {
-        self.warps / (self.block_m / 16)
+        self.warps / (self.block_m / (16 * self.dq_m_tiles()))
     }
     /// SRAM layout (bytes): [K: block_n rows][V: block_n][Q: 2 stages x block_m]
-    /// [dO: 2 stages x block_m][dS^T: block_n rows x ds_pitch][lse: 2 x block_m f32]
-    /// [D: 2 x block_m f32].
+    /// [dO: do_stages x block_m][dS^T: block_n rows x ds_pitch][P^T: the same, with
+    /// `exchange`][lse: 2 x block_m f32][D: 2 x block_m f32].
     pub const fn k_offset(self) -> u32 {
         0
     }
@@ -133,13 +154,16 @@ impl BwdTile {
         (2 * self.block_n() + stage * self.block_m) * self.pitch()
     }
     pub const fn do_offset(self, stage: u32) -> u32 {
-        (2 * self.block_n() + (2 + stage) * self.block_m) * self.pitch()
+        (2 * self.block_n() + (2 + stage % self.do_stages) * self.block_m) * self.pitch()
     }
     pub const fn ds_offset(self) -> u32 {
-        (2 * self.block_n() + 4 * self.block_m) * self.pitch()
+        (2 * self.block_n() + (2 + self.do_stages) * self.block_m) * self.pitch()
+    }
+    pub const fn p_offset(self) -> u32 {
+        self.ds_offset() + self.block_n() * self.ds_pitch()
     }
     pub const fn lse_offset(self, stage: u32) -> u32 {
-        self.ds_offset() + self.block_n() * self.ds_pitch() + stage * self.block_m * 4
+        self.p_offset() + if self.exchange { self.block_n() * self.ds_pitch() } else { 0 } + stage * self.block_m * 4
     }
     pub const fn delta_offset(self, stage: u32) -> u32 {
         self.lse_offset(2) + stage * self.block_m * 4
@@ -149,43 +173,55 @@ impl BwdTile {
     }
     /// Shape rules the kernel relies on.
     pub const fn valid(self) -> bool {
-        let cs = self.dq_col_split();
+        let rows = 16 * self.dq_m_tiles();
+        let cs = if self.block_m.is_multiple_of(rows) { self.dq_col_split() } else { 0 };
         self.d.is_multiple_of(16)
             && self.block_m.is_multiple_of(16)
+            && self.s_queries().is_multiple_of(16)
+            && (self.do_stages == 1 || self.do_stages == 2)
+            && (self.exchange || (self.do_stages == 2 && self.s_sub == 1))
+            && self.s_sub >= 1
+            && self.s_queries() * self.s_sub * if self.exchange { self.d_split } else { 1 } == self.block_m
             && self.warps.is_multiple_of(self.d_split)
             && (self.d / self.d_split).is_multiple_of(16)
             && cs >= 1
-            && cs * (self.block_m / 16) == self.warps
+            && cs * (self.block_m / rows) == self.warps
             && (self.d / cs).is_multiple_of(16)
     }
 }
 
-const fn t(d: u32, warps: u32, m_tiles: u32, block_m: u32, d_split: u32) -> BwdTile {
-    let tile = BwdTile { d, warps, m_tiles, block_m, d_split };
+#[allow(clippy::too_many_arguments)]
+const fn t(d: u32, warps: u32, m_tiles: u32, block_m: u32, d_split: u32, exchange: bool, do_stages: u32) -> BwdTile {
+    let tile = BwdTile { d, warps, m_tiles, block_m, d_split, exchange, s_sub: 1, do_stages };
     assert!(tile.valid());
     tile
 }
 
-// Tile shapes, registers per lane (dK + dV: d / d_split; S/P and dP/dS: block_m / 2
-// each) and SRAM ((2 block_n + 4 block_m) x pitch + block_n x ds_pitch + 16 block_m):
+// Tile shapes, registers per lane (dK + dV: m_tiles d / d_split; S/P and dP/dS:
+// m_tiles s_queries / 2 each) and SRAM ((2 block_n + (2 + do_stages) block_m) x pitch
+// + (1 or 2) block_n x ds_pitch + 16 block_m):
 //   d=32:   4 warps, 64 keys x  64 queries:  32 + 64 regs; (128+256) x  80 + 64 x 144 + 1 KiB =  40 KiB
 //   d=64:   4 warps x 32 keys, 128 keys x 16 queries: 128 + 32; (256+64) x 144 + 128 x 48 + 0.25 = 51 KiB
 //   d=96:   4 warps, 64 keys x  32 queries:  96 + 32;      (128+128) x 208 + 64 x 80 + 0.5    =  57 KiB
-//   d=128:  8 warps, 128 keys x 32 queries: 128 + 32;      (256+128) x 272 + 128 x 80 + 0.5   = 113 KiB
+//   d=128:  8 warps = 4 key groups of 32 x 2 query halves (exchange, S / dP in 2 sub-steps
+//           of 16 queries), 128 keys x 64 queries, one dO stage: 128 + 32;
+//           (256+192) x 272 + 2 x 128 x 144 + 1 KiB = 156 KiB
 //   d=192:  8 warps (d split in 2), 64 keys x 32 queries:  96 + 32; (128+128) x 400 + 64 x 80 + 0.5 = 105 KiB
 //   d=256:  8 warps (d split in 2), 64 keys x 16 queries: 128 + 16; (128+64) x 528 + 64 x 48 + 0.25 = 102 KiB
-// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB). d=64, d=128 and d=256
-// take small query blocks because dK and dV already hold 128 registers per lane. d=64's
-// warps own 32 keys each, so every Q / dO fragment read from SRAM feeds two mma: 1.22x
-// faster than 8 warps x 16 keys x 64 queries, measured in one run (PERF.md). The same for
-// d=128 (8 warps x 32 keys, d split in 2, both recomputing S and dP) was 0.73x the
-// 16-key tile, so d=128 keeps 16 keys per warp.
-pub const BWD_D32: BwdTile = t(32, 4, 1, 64, 1);
-pub const BWD_D64: BwdTile = t(64, 4, 2, 16, 1);
-pub const BWD_D96: BwdTile = t(96, 4, 1, 32, 1);
-pub const BWD_D128: BwdTile = t(128, 8, 1, 32, 1);
-pub const BWD_D192: BwdTile = t(192, 8, 1, 32, 2);
-pub const BWD_D256: BwdTile = t(256, 8, 1, 16, 2);
+// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB; d=128 with two dO
+// stages would take 173 KiB). d=64 and d=256 take small query blocks because dK and dV
+// already hold 128 registers per lane. d=64's warps own 32 keys each, so every Q / dO
+// fragment read from SRAM feeds two mma: 1.22x faster than 8 warps x 16 keys x 64
+// queries, measured in one run (PERF.md). d=128 does the same through the exchange
+// layout: 1.19-1.20x 8 warps x 16 keys x 32 queries, measured in one run (PERF.md v3;
+// 32 keys with d split in 2 and both warps recomputing S and dP was 0.73x that). One
+// sub-step of 32 queries (FA2's shape) spills at 255 registers.
+pub const BWD_D32: BwdTile = t(32, 4, 1, 64, 1, false, 2);
+pub const BWD_D64: BwdTile = t(64, 4, 2, 16, 1, false, 2);
+pub const BWD_D96: BwdTile = t(96, 4, 1, 32, 1, false, 2);
+pub const BWD_D128: BwdTile = BwdTile { s_sub: 2, ..t(128, 8, 2, 64, 2, true, 1) };
+pub const BWD_D192: BwdTile = t(192, 8, 1, 32, 2, false, 2);
+pub const BWD_D256: BwdTile = t(256, 8, 1, 16, 2, false, 2);
 
 pub const BWD_TILES: [BwdTile; 6] = [BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256];
 

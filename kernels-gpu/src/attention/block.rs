@@ -360,26 +360,30 @@ pub fn scores_rolled<T: TensorElem, const MT: usize, const KN: usize, const KK: 
     s
 }
 
-/// C += A B for one m16 row tile, B = rows [0, 16 k_steps) of a tile in SRAM (row-major
+/// C += A B for MT m16 row tiles, B = rows [0, 16 k_steps) of a tile in SRAM (row-major
 /// [k][n], so `ldmatrix.trans`), DN n-tiles: [`accumulate_pv`] with the k loop rolled (see
-/// [`scores_rolled`]); `a_at(kk)` loads A's fragment for k-step kk from SRAM.
+/// [`scores_rolled`]); `a_at(mt, kk)` loads row tile mt's A fragment for k-step kk from
+/// SRAM. Each B fragment feeds MT products.
 #[inline(always)]
-pub fn accumulate_rolled<T: TensorElem, const DN: usize, const PITCH: u32>(
-    c: &mut [FragC; DN],
-    a_at: impl Fn(u32) -> FragA,
+pub fn accumulate_rolled<T: TensorElem, const MT: usize, const DN: usize, const PITCH: u32>(
+    c: &mut [[FragC; DN]; MT],
+    a_at: impl Fn(usize, u32) -> FragA,
     b_tile: Sram,
     k_steps: u32,
 ) {
     let l = lane();
     let mut kk = 0;
     while kk < k_steps {
-        let a = a_at(kk);
+        let mut a = [FragA([0; 4]); MT];
+        unroll::<MT, _>(|mt| a[mt] = a_at(mt, kk));
         unroll::<DN, _>(|dn| {
             if dn % 2 == 0 {
                 let row = kk * 16 + l % 16;
                 let r = unsafe { ldmatrix_x4_trans(b_tile.byte(row * PITCH + (dn as u32 + l / 16) * 16)) };
-                T::mma(&mut c[dn], &a, &FragB([r[0], r[1]]));
-                T::mma(&mut c[dn + 1], &a, &FragB([r[2], r[3]]));
+                unroll::<MT, _>(|mt| {
+                    T::mma(&mut c[mt][dn], &a[mt], &FragB([r[0], r[1]]));
+                    T::mma(&mut c[mt][dn + 1], &a[mt], &FragB([r[2], r[3]]));
+                });
             }
         });
         kk += 1;

@@ -1,5 +1,6 @@
-//! The backward's main kernel. Per CTA: keys [n0, n0 + BN) of one (batch, kv head), for
-//! every query head of its group. Warp w owns keys 16 (w / DSPLIT) .. + 16 of the block
+//! The backward's main kernel (every tile but d=128's, which runs the exchange layout of
+//! `bwd_exchange.rs`). Per CTA: keys [n0, n0 + BN) of one (batch, kv head), for every
+//! query head of its group. Warp w owns keys 16 (w / DSPLIT) .. + 16 of the block
 //! and columns SW (w % DSPLIT) .. + SW of their dK, dV (SW = D / DSPLIT); in the dQ step
 //! it owns query rows 16 (w % (BM / 16)) .. + 16 and a D / CS column chunk.
 //!
@@ -15,7 +16,7 @@
 //!   regs -> HBM   dQ += dS K (f32 red.add, or read-add-write in the deterministic
 //!                 mode) per query block; dK, dV once at the end
 
-use super::backward::{AttnBwdParams, BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256};
+use super::backward::{AttnBwdParams, BWD_D32, BWD_D64, BWD_D96, BWD_D192, BWD_D256};
 use super::block::{Mask, accumulate_pv, accumulate_rolled, scores_rolled, tanh_precise, to_a_frags};
 use super::tile::load_tile;
 use crate::device::atomic::red_add_f32;
@@ -226,12 +227,12 @@ unsafe fn attn_bwd<
 
             // dQ (this warp's 16 rows x CN n-tiles) = dS K: dS read from dS^T with
             // ldmatrix.trans (keys are its k dimension), K transposed as in P V.
-            let mut dq = [FragC::zero(); CN];
+            let mut dq = [[FragC::zero(); CN]; 1];
             let ds_lane = (l % 8 + (l / 16) * 8) * DSP + (rt * 16 + ((l / 8) % 2) * 8) * 2;
             let ds_now = s_ds.pinned();
-            accumulate_rolled::<T, CN, PITCH>(
+            accumulate_rolled::<T, 1, CN, PITCH>(
                 &mut dq,
-                |kk| FragA(unsafe { ldmatrix_x4_trans(ds_now.byte(ds_lane + kk * 16 * DSP)) }),
+                |_, kk| FragA(unsafe { ldmatrix_x4_trans(ds_now.byte(ds_lane + kk * 16 * DSP)) }),
                 k_now.skip(chunk * cw * 2),
                 opaque(NK as u32),
             );
@@ -257,7 +258,7 @@ unsafe fn attn_bwd<
                 unroll::<2, _>(|hf| {
                     unroll::<CN, _>(|cn| {
                         if let Some(dst) = at(hf, cn) {
-                            let c = &dq[cn].0;
+                            let c = &dq[0][cn].0;
                             unsafe {
                                 dst.store(0, old[hf][cn][0] + c[2 * hf]);
                                 dst.store(1, old[hf][cn][1] + c[2 * hf + 1]);
@@ -269,7 +270,7 @@ unsafe fn attn_bwd<
                 unroll::<2, _>(|hf| {
                     unroll::<CN, _>(|cn| {
                         if let Some(dst) = at(hf, cn) {
-                            let c = &dq[cn].0;
+                            let c = &dq[0][cn].0;
                             unsafe {
                                 red_add_f32(dst.ptr(), c[2 * hf]);
                                 red_add_f32(dst.ptr().add(1), c[2 * hf + 1]);
@@ -319,7 +320,7 @@ unsafe fn attn_bwd<
 /// 1, whatever dP and D round to).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn grad_scores<const MT: usize, const QN: usize>(
+pub(super) fn grad_scores<const MT: usize, const QN: usize>(
     s: &mut [[FragC; QN]; MT],
     dp: &mut [[FragC; QN]; MT],
     s_lse: Sram,
@@ -391,12 +392,10 @@ macro_rules! bwd_entry {
 bwd_entry!(attn_bwd_d32_bf16, Bf16, BWD_D32);
 bwd_entry!(attn_bwd_d64_bf16, Bf16, BWD_D64);
 bwd_entry!(attn_bwd_d96_bf16, Bf16, BWD_D96);
-bwd_entry!(attn_bwd_d128_bf16, Bf16, BWD_D128);
 bwd_entry!(attn_bwd_d192_bf16, Bf16, BWD_D192);
 bwd_entry!(attn_bwd_d256_bf16, Bf16, BWD_D256);
 bwd_entry!(attn_bwd_d32_f16, F16, BWD_D32);
 bwd_entry!(attn_bwd_d64_f16, F16, BWD_D64);
 bwd_entry!(attn_bwd_d96_f16, F16, BWD_D96);
-bwd_entry!(attn_bwd_d128_f16, F16, BWD_D128);
 bwd_entry!(attn_bwd_d192_f16, F16, BWD_D192);
 bwd_entry!(attn_bwd_d256_f16, F16, BWD_D256);

@@ -13,6 +13,8 @@ mod block;
 #[cfg(target_arch = "nvptx64")]
 mod bwd;
 #[cfg(target_arch = "nvptx64")]
+mod bwd_exchange;
+#[cfg(target_arch = "nvptx64")]
 mod bwd_rows;
 #[cfg(target_arch = "nvptx64")]
 mod combine;

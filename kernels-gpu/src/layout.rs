@@ -48,6 +48,23 @@ pub const fn swizzle_chunk(row: u32, chunk: u32, row_chunks: u32) -> u32 {
     chunk ^ (row & mask)
 }
 
+/// Byte offset of 16-byte chunk `chunk` of row `row` in a tile of `row_chunks` chunks a
+/// row stored as `wgmma` core matrices (no swizzle): each 8-row x 16-byte core matrix is
+/// 128 contiguous bytes (its row r at 16 r), and the `row_chunks` core matrices of one
+/// 8-row group lie side by side. Chunk `c` of a loader's round-robin (8 consecutive
+/// chunks = the 8 rows of one core matrix) lands at byte 16 c: see [`core_chunk`].
+pub const fn core_offset(row: u32, chunk: u32, row_chunks: u32) -> u32 {
+    ((row / 8) * row_chunks + chunk) * 128 + (row % 8) * 16
+}
+
+/// (row, chunk) of the loader's chunk number `c` in the core-matrix layout: 8
+/// consecutive numbers walk the rows of one core matrix, so a warp's 16-byte SRAM
+/// writes fill whole 128-byte core matrices (no bank conflicts) and `core_offset` of the
+/// result is 16 c.
+pub const fn core_chunk(c: u32, row_chunks: u32) -> (u32, u32) {
+    ((c / (8 * row_chunks)) * 8 + c % 8, (c / 8) % row_chunks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +122,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn core_layout_loader_order_is_linear_and_complete() {
+        for row_chunks in [2u32, 8, 16] {
+            let rows = 64;
+            let mut hit = [false; 64 * 16];
+            for c in 0..rows * row_chunks {
+                let (r, ch) = core_chunk(c, row_chunks);
+                assert!(r < rows && ch < row_chunks);
+                assert_eq!(core_offset(r, ch, row_chunks), 16 * c);
+                assert!(!hit[(r * row_chunks + ch) as usize]);
+                hit[(r * row_chunks + ch) as usize] = true;
+            }
+        }
+        // Row 9, chunk 1 of a 16-chunk (d = 128) tile: second 8-row group, second core
+        // matrix of it, its row 1.
+        assert_eq!(core_offset(9, 1, 16), (16 + 1) * 128 + 16);
     }
 }

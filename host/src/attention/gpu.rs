@@ -1,11 +1,13 @@
-//! GPU path of the attention forward: picks the kernel's tile for the head dim, fills
-//! the launch parameters (`kernels-gpu/src/attention`) and launches one CTA per
-//! (query block, batch x head).
+//! GPU path of the attention forward: picks the kernel and its tile for the head dim and
+//! the GPU (Hopper: the `wgmma` kernels for the d=64 and d=128 tiles; otherwise the
+//! `mma.sync` ones), fills the launch parameters (`kernels-gpu/src/attention`) and
+//! launches one CTA per (query block, batch x head).
 
 use super::Problem;
-use crate::kernels::attention::{AttnFwdParams, fwd_tile_for};
+use crate::kernels::attention::{AttnFwdParams, fwd_tile_for, wg_tile_for};
+use crate::runtime::ptx::Arch;
 use crate::runtime::{GpuTensor, LaunchGrid};
-use crate::{Element, Error, Result};
+use crate::{DType, Element, Error, Result};
 
 /// Runs the forward kernel: returns (o like q, lse `[batch, heads_q, seqlen_q]`).
 pub(crate) fn forward<T: Element>(
@@ -14,7 +16,7 @@ pub(crate) fn forward<T: Element>(
     v: &GpuTensor<T>,
     p: &Problem,
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
-    let tile = fwd_tile_for(p.head_dim as u32).ok_or_else(|| head_dim_error(p))?;
+    let (kernel, cfg) = fwd_launch(p, T::DTYPE, q.gpu().arch()).ok_or_else(|| head_dim_error(p))?;
     // Limits of the launch, checked before anything is allocated: positions are i32 in
     // the kernel, and batch x heads_q is the grid's y dimension.
     check_positions(p)?;
@@ -51,15 +53,25 @@ pub(crate) fn forward<T: Element>(
         score_pre,
         score_log2,
     };
-    let kernel = format!("attn_fwd_d{}_{}", tile.d, T::DTYPE.suffix());
-    let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;
-    let cfg = LaunchGrid {
-        grid: (m_blocks, (p.batch * p.heads_q) as u32, 1),
-        block: tile.threads(),
-        smem: tile.smem_bytes(),
-    };
     gpu.launch(&kernel, cfg, &params)?;
     Ok((o, lse))
+}
+
+/// The forward kernel for a problem on a GPU of build `arch`, and its launch shape: one
+/// CTA per (query block, batch x head). None for a head dim above 256.
+pub(crate) fn fwd_launch(p: &Problem, dtype: DType, arch: Arch) -> Option<(String, LaunchGrid)> {
+    let bh = (p.batch * p.heads_q) as u32;
+    if arch == Arch::Sm90a
+        && let Some(tile) = wg_tile_for(p.head_dim as u32)
+    {
+        let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;
+        let cfg = LaunchGrid { grid: (m_blocks, bh, 1), block: tile.threads(), smem: tile.smem_bytes() };
+        return Some((format!("attn_fwd_wg_d{}_{}", tile.d, dtype.suffix()), cfg));
+    }
+    let tile = fwd_tile_for(p.head_dim as u32)?;
+    let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;
+    let cfg = LaunchGrid { grid: (m_blocks, bh, 1), block: tile.threads(), smem: tile.smem_bytes() };
+    Some((format!("attn_fwd_d{}_{}", tile.d, dtype.suffix()), cfg))
 }
 
 /// The error for a head dim no kernel tile covers (validation rules it out first).
@@ -75,4 +87,41 @@ pub(super) fn check_positions(p: &Problem) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(head_dim: usize, seqlen_q: usize) -> Problem {
+        Problem {
+            batch: 2,
+            seqlen_q,
+            seqlen_k: 100,
+            heads_q: 4,
+            heads_kv: 2,
+            head_dim,
+            scale: 1.0,
+            softcap: 0.0,
+            window_left: None,
+            window_right: None,
+        }
+    }
+
+    #[test]
+    fn hopper_runs_wgmma_for_the_d64_and_d128_tiles_only() {
+        let name = |hd, arch| fwd_launch(&problem(hd, 300), DType::BF16, arch).map(|(n, _)| n);
+        for (hd, tile) in [(40, 64), (64, 64), (104, 128), (128, 128)] {
+            assert_eq!(name(hd, Arch::Sm90a), Some(format!("attn_fwd_wg_d{tile}_bf16")));
+            assert_eq!(name(hd, Arch::Sm80), Some(format!("attn_fwd_d{tile}_bf16")));
+        }
+        for (hd, tile) in [(8, 32), (32, 32), (96, 96), (136, 192), (256, 256)] {
+            assert_eq!(name(hd, Arch::Sm90a), Some(format!("attn_fwd_d{tile}_bf16")));
+        }
+        assert_eq!(name(264, Arch::Sm90a), None);
+        let (kernel, cfg) = fwd_launch(&problem(128, 300), DType::F16, Arch::Sm90a).expect("a tile");
+        assert_eq!(kernel, "attn_fwd_wg_d128_f16");
+        // 300 rows in blocks of 128, 2 x 4 (batch, head) pairs, 2 warpgroups.
+        assert_eq!((cfg.grid, cfg.block, cfg.smem), ((3, 8, 1), 256, 160 * 1024));
+    }
 }

@@ -3,6 +3,8 @@
 
 #[cfg(target_arch = "nvptx64")]
 mod kernel;
+#[cfg(all(target_arch = "nvptx64", target_feature = "sm_90a"))]
+mod wgmma;
 
 /// Launch parameters shared by every self-test kernel; the meaning of each address is
 /// given on the kernel.
@@ -24,3 +26,7 @@ pub const WARP_TEST_THREADS: u32 = 256;
 pub const WARP_TEST_OUTPUTS: u32 = 10;
 /// SRAM each self-test asks for (the largest of them).
 pub const SELFTEST_SMEM_BUDGET: u32 = CP_ASYNC_BYTES;
+/// selftest_wgmma_bf16: 128 threads; S = A[64 x 16] Bt[128 x 16]^T and O = A V[16 x 64].
+pub const WGMMA_TEST_THREADS: u32 = 128;
+pub const WGMMA_S_N: usize = 128;
+pub const WGMMA_O_N: usize = 64;

@@ -210,6 +210,61 @@ pub fn online_softmax_lazy<T: TensorElem, const MT: usize, const KN: usize, cons
     p_frag
 }
 
+/// [`online_softmax_lazy`] for a pipeline in which O += P V of the previous step is still
+/// running: the running maxima move (and the row sums are rescaled) as there, but O is
+/// left alone. Returns P, the factors alpha that each row half's O must be multiplied by
+/// once the products writing it are done ([`rescale_o`]), and whether any row of the warp
+/// moved (else every alpha is 1).
+#[cfg_attr(not(target_feature = "sm_90a"), allow(dead_code))]
+#[inline(always)]
+pub fn online_softmax_lazy_deferred<T: TensorElem, const MT: usize, const KN: usize, const KK: usize>(
+    s: &mut [[FragC; KN]; MT],
+    row_max: &mut [[f32; 2]; MT],
+    row_sum: &mut [[f32; 2]; MT],
+    score_log2: f32,
+    slack: f32,
+) -> ([[FragA; KK]; MT], [[f32; 2]; MT], bool) {
+    let mut step_max = [[f32::NEG_INFINITY; 2]; MT];
+    let mut grow = false;
+    unroll::<MT, _>(|mt| {
+        unroll::<2, _>(|hf| {
+            step_max[mt][hf] = running_max(&s[mt], hf, row_max[mt][hf]);
+            grow |= (step_max[mt][hf] - row_max[mt][hf]) * score_log2 > slack;
+        })
+    });
+    let mut alpha = [[1.0f32; 2]; MT];
+    let moved = any_sync(grow);
+    if moved {
+        unroll::<MT, _>(|mt| {
+            unroll::<2, _>(|hf| {
+                let mx = step_max[mt][hf];
+                let m_use = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+                alpha[mt][hf] = exp2((row_max[mt][hf] - m_use) * score_log2);
+                row_max[mt][hf] = mx;
+                row_sum[mt][hf] *= alpha[mt][hf];
+            })
+        });
+    }
+    let mut p_frag = [[FragA([0; 4]); KK]; MT];
+    unroll::<MT, _>(|mt| {
+        unroll::<2, _>(|hf| {
+            let m_use = if row_max[mt][hf] == f32::NEG_INFINITY { 0.0 } else { row_max[mt][hf] };
+            exponentiate(&mut s[mt], hf, m_use, &mut row_sum[mt][hf], score_log2)
+        });
+        p_frag[mt] = to_a_frags::<T, KN, KK>(&s[mt]);
+    });
+    (p_frag, alpha, moved)
+}
+
+/// O *= alpha per row half (the deferred half of [`online_softmax_lazy_deferred`]).
+#[cfg_attr(not(target_feature = "sm_90a"), allow(dead_code))]
+#[inline(always)]
+pub fn rescale_o<const MT: usize, const DN: usize>(o: &mut [[FragC; DN]; MT], alpha: &[[f32; 2]; MT]) {
+    unroll::<MT, _>(|mt| {
+        unroll::<DN, _>(|dn| unroll::<4, _>(|e| o[mt][dn].0[e] *= alpha[mt][e / 2]));
+    });
+}
+
 /// The max of `m` and this step's scores of the lane's row half `hf` of one row tile,
 /// over the row's quad.
 #[inline(always)]

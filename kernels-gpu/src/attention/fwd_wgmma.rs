@@ -5,15 +5,15 @@
 //! l/4 + 8, column pairs 2 (l % 4)), so the softmax is `block.rs`'s with one row tile.
 //!
 //! Memory story:
-//!   HBM  -> SRAM  Q tile once; K, V tiles per key block (BN keys), 2 stages, cp.async
-//!                 into the core-matrix layout: block i + 1 is in flight while block i
-//!                 is computed
+//!   HBM  -> SRAM  Q tile once; K, V tiles per key block (BN keys), 2 stages each,
+//!                 cp.async into the core-matrix layout: K_{j+1} and V_j are in flight
+//!                 while S_j = Q K_j^T and O += P_{j-1} V_{j-1} run
 //!   SRAM -> TC    wgmma reads Q and K (K-major descriptors) and V (MN-major) directly
 //!   regs          S (64 x BN f32 per warpgroup), P (bf16/f16, the register A operand of
 //!                 P V), O accumulator, row max m, row sum l
 //!   regs -> HBM   O (rounded) and lse, once
 
-use super::block::{Mask, inv_row_sum, mask_scores, online_softmax_lazy, row_lse, softcap};
+use super::block::{Mask, inv_row_sum, mask_scores, online_softmax_lazy_deferred, rescale_o, row_lse, softcap};
 use super::tile::load_core_tile;
 use super::{AttnFwdParams, WG_D64, WG_D128, WgTile};
 use crate::device::cp_async::{commit, wait_group};
@@ -21,7 +21,7 @@ use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, w
 use crate::device::unroll::pinned_u64;
 use crate::device::warp::shfl_xor;
 use crate::device::wgmma::{WgAcc, WgElem, descriptor, fence_proxy_async};
-use crate::device::{Bf16, F16, FragC, Hbm, HbmMut, Sram, unroll};
+use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, unroll};
 
 /// Lazy rescaling's slack in the exp2 domain (as `fwd.rs`): P <= 2^8.
 const RESCALE_SLACK: f32 = 8.0;
@@ -84,22 +84,25 @@ unsafe fn attn_fwd_wg<
     let v_hbm = Hbm::<u16>::from_addr(p.v).offset(kv_off);
     let (q_rs, k_rs) = (p.q_row_stride as usize, p.k_row_stride as usize);
 
-    let load_kv = |nb: i32, st: u32| {
+    let load_k = |nb: i32, st: u32| {
         let first = nb * BN as i32;
-        let (k_src, v_src) = (k_hbm.offset(first as usize * k_rs), v_hbm.offset(first as usize * k_rs));
         let rs = pinned_u64(k_rs as u64) as usize;
-        unsafe {
-            load_core_tile::<D>(BN, threads, tid(), s_k(st), k_src, rs, sk - first, p.head_dim);
-            load_core_tile::<D>(BN, threads, tid(), s_v(st), v_src, rs, sk - first, p.head_dim);
-        }
+        let src = k_hbm.offset(first as usize * k_rs);
+        unsafe { load_core_tile::<D>(BN, threads, tid(), s_k(st), src, rs, sk - first, p.head_dim) };
+    };
+    let load_v = |nb: i32, st: u32| {
+        let first = nb * BN as i32;
+        let rs = pinned_u64(k_rs as u64) as usize;
+        let src = v_hbm.offset(first as usize * k_rs);
+        unsafe { load_core_tile::<D>(BN, threads, tid(), s_v(st), src, rs, sk - first, p.head_dim) };
     };
 
-    // Group 0: Q and the first K/V block.
+    // Group 0: Q and the first K block.
     unsafe {
         load_core_tile::<D>(block_m, threads, tid(), s_q, q_hbm.offset(r0 as usize * q_rs), q_rs, sq - r0, p.head_dim)
     };
     if nb_lo < nb_hi {
-        load_kv(nb_lo, 0);
+        load_k(nb_lo, 0);
     }
     commit();
 
@@ -115,62 +118,87 @@ unsafe fn attn_fwd_wg<
     let warp_row = w * 16;
     let mut o_acc = [[FragC::zero(); DN]; 1];
     let mut s = [[FragC::zero(); KN]; 1];
+    let mut p_frag = [[FragA([0; 4]); KK]; 1];
     let mut row_max = [[f32::NEG_INFINITY; 2]; 1];
     let mut row_sum = [[0.0f32; 2]; 1];
     let score_log2 = p.score_log2;
 
-    let mut nb = nb_lo;
-    let mut stage = 0u32;
-    while nb < nb_hi {
-        // Block nb landed and is visible to wgmma (the async proxy), and every warp is
-        // past block nb-1 (its products waited for), so its stage can take block nb+1.
+    // Software pipeline (FlashAttention-3's intra-warpgroup overlap): step j issues
+    // S_j = Q K_j^T and O += P_{j-1} V_{j-1}, then runs block j's softmax on the CUDA cores
+    // while the tensor cores do P_{j-1} V_{j-1}; O's rescale by block j's new maxima waits
+    // for that product. Step nb_hi only finishes the last P V. K_j lands in step j, V_j in
+    // step j+1: step j loads K_{j+1} and V_j (one group).
+    let mut j = nb_lo;
+    while j <= nb_hi && nb_lo < nb_hi {
+        // K_j and V_{j-1} landed and are visible to wgmma (the async proxy), and every
+        // warp is past step j-1, whose products (the last readers of K_{j-1} and V_{j-2})
+        // were waited for: their stages can take K_{j+1} and V_j.
         wait_group::<0>();
         fence_proxy_async();
         sync_threads();
-        if nb + 1 < nb_hi {
-            load_kv(nb + 1, stage ^ 1);
+        if j + 1 < nb_hi {
+            load_k(j + 1, (j as u32 + 1) & 1);
+        }
+        if j < nb_hi {
+            load_v(j, j as u32 & 1);
         }
         commit();
 
-        if nb >= gb_lo && nb < gb_hi {
-            // S = Q K^T: DK products m64 n BN k16.
-            let kd = k_desc(stage);
+        let has_s = j >= gb_lo && j < gb_hi;
+        let has_pv = j > gb_lo && j <= gb_hi;
+        if has_s {
+            let kd = k_desc(j as u32 & 1);
             s[0].fence();
             unroll::<DK, _>(|kk| unsafe {
                 s[0].mma_ss::<T>(q_desc + 16 * kk as u64, kd + 16 * kk as u64, kk != 0);
             });
             crate::device::wgmma::commit();
-            s[0].wait::<0>();
-
-            // Soft-capping, then the mask where this block crosses a boundary.
-            if p.softcap != 0 {
-                softcap(&mut s, p.score_pre);
-            }
-            let c0 = nb * BN as i32;
-            if !mask.covers(g_r0, g_r1, c0, c0 + BN as i32) {
-                let row_of = |_mt: usize, hf: usize| r0 + (warp_row + l / 4 + 8 * hf as u32) as i32;
-                mask_scores(&mut s, mask, row_of, c0);
-            }
-
-            // Online softmax in registers; P is the register A operand of O += P V.
-            let p_frag = online_softmax_lazy::<T, 1, KN, KK, DN>(
-                &mut s,
-                &mut row_max,
-                &mut row_sum,
-                &mut o_acc,
-                score_log2,
-                RESCALE_SLACK,
-            );
-            let vd = v_desc(stage);
+        }
+        if has_pv {
+            let vd = v_desc((j as u32 + 1) & 1);
             o_acc[0].fence();
             unroll::<KK, _>(|kk| unsafe {
                 o_acc[0].mma_rs_trans::<T>(&p_frag[0][kk], vd + (2 * D as u64) * kk as u64);
             });
             crate::device::wgmma::commit();
+        }
+        let mut alpha = [[1.0f32; 2]; 1];
+        let mut moved = false;
+        if has_s {
+            if has_pv {
+                s[0].wait::<1>();
+            } else {
+                s[0].wait::<0>();
+            }
+            // Soft-capping, then the mask where this block crosses a boundary.
+            if p.softcap != 0 {
+                softcap(&mut s, p.score_pre);
+            }
+            let c0 = j * BN as i32;
+            if !mask.covers(g_r0, g_r1, c0, c0 + BN as i32) {
+                let row_of = |_mt: usize, hf: usize| r0 + (warp_row + l / 4 + 8 * hf as u32) as i32;
+                mask_scores(&mut s, mask, row_of, c0);
+            }
+            let (p_next, a, m) = online_softmax_lazy_deferred::<T, 1, KN, KK>(
+                &mut s,
+                &mut row_max,
+                &mut row_sum,
+                score_log2,
+                RESCALE_SLACK,
+            );
+            alpha = a;
+            moved = m;
+            if has_pv {
+                o_acc[0].wait::<0>();
+            }
+            p_frag = p_next;
+        } else if has_pv {
             o_acc[0].wait::<0>();
         }
-        stage ^= 1;
-        nb += 1;
+        if moved {
+            rescale_o(&mut o_acc, &alpha);
+        }
+        j += 1;
     }
     wait_group::<0>();
 

@@ -48,21 +48,24 @@ pub const fn swizzle_chunk(row: u32, chunk: u32, row_chunks: u32) -> u32 {
     chunk ^ (row & mask)
 }
 
+/// Bytes between consecutive `wgmma` core matrices (8 rows x 16 bytes = 128 bytes each)
+/// in the tiles of the Hopper forward: 16 bytes of padding after each, so that the 8
+/// chunks of one row (consecutive core matrices, one 128-byte line of HBM) start in 8
+/// different 16-byte bank groups: 144 = 9 x 16 and 9 = 1 mod 8.
+pub const CORE_STRIDE: u32 = 144;
+
 /// Byte offset of 16-byte chunk `chunk` of row `row` in a tile of `row_chunks` chunks a
-/// row stored as `wgmma` core matrices (no swizzle): each 8-row x 16-byte core matrix is
-/// 128 contiguous bytes (its row r at 16 r), and the `row_chunks` core matrices of one
-/// 8-row group lie side by side. Chunk `c` of a loader's round-robin (8 consecutive
-/// chunks = the 8 rows of one core matrix) lands at byte 16 c: see [`core_chunk`].
+/// row stored as `wgmma` core matrices (no swizzle): row r of a core matrix at 16 r, the
+/// `row_chunks` core matrices of one 8-row group side by side `CORE_STRIDE` apart, the
+/// 8-row groups `row_chunks x CORE_STRIDE` apart. A descriptor of such a tile has
+/// LBO = CORE_STRIDE along the chunks and SBO = row_chunks x CORE_STRIDE along the rows.
 pub const fn core_offset(row: u32, chunk: u32, row_chunks: u32) -> u32 {
-    ((row / 8) * row_chunks + chunk) * 128 + (row % 8) * 16
+    ((row / 8) * row_chunks + chunk) * CORE_STRIDE + (row % 8) * 16
 }
 
-/// (row, chunk) of the loader's chunk number `c` in the core-matrix layout: 8
-/// consecutive numbers walk the rows of one core matrix, so a warp's 16-byte SRAM
-/// writes fill whole 128-byte core matrices (no bank conflicts) and `core_offset` of the
-/// result is 16 c.
-pub const fn core_chunk(c: u32, row_chunks: u32) -> (u32, u32) {
-    ((c / (8 * row_chunks)) * 8 + c % 8, (c / 8) % row_chunks)
+/// Bytes of a `rows`-row tile (a multiple of 8) in the layout of [`core_offset`].
+pub const fn core_tile_bytes(rows: u32, row_chunks: u32) -> u32 {
+    (rows / 8) * row_chunks * CORE_STRIDE
 }
 
 #[cfg(test)]
@@ -125,20 +128,31 @@ mod tests {
     }
 
     #[test]
-    fn core_layout_loader_order_is_linear_and_complete() {
+    fn core_layout_is_injective_and_a_row_spans_every_bank_group() {
         for row_chunks in [2u32, 8, 16] {
             let rows = 64;
-            let mut hit = [false; 64 * 16];
-            for c in 0..rows * row_chunks {
-                let (r, ch) = core_chunk(c, row_chunks);
-                assert!(r < rows && ch < row_chunks);
-                assert_eq!(core_offset(r, ch, row_chunks), 16 * c);
-                assert!(!hit[(r * row_chunks + ch) as usize]);
-                hit[(r * row_chunks + ch) as usize] = true;
+            let mut seen = std::vec::Vec::new();
+            for r in 0..rows {
+                for ch in 0..row_chunks {
+                    let o = core_offset(r, ch, row_chunks);
+                    assert!(o % 16 == 0 && o + 16 <= core_tile_bytes(rows, row_chunks));
+                    seen.push(o);
+                }
+                // The loader's 8 threads on chunks 8i .. 8i+7 of row r: 8 bank groups.
+                for i in 0..row_chunks.div_ceil(8) {
+                    let mut groups = [false; 8];
+                    for ch in 8 * i..(8 * i + 8).min(row_chunks) {
+                        groups[((core_offset(r, ch, row_chunks) / 16) % 8) as usize] = true;
+                    }
+                    assert_eq!(groups.iter().filter(|&&g| g).count() as u32, (row_chunks - 8 * i).min(8));
+                }
             }
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len() as u32, rows * row_chunks);
         }
-        // Row 9, chunk 1 of a 16-chunk (d = 128) tile: second 8-row group, second core
-        // matrix of it, its row 1.
-        assert_eq!(core_offset(9, 1, 16), (16 + 1) * 128 + 16);
+        // Row 9, chunk 1 of a 16-chunk (d = 128) tile: second 8-row group, its second
+        // core matrix, row 1 of that.
+        assert_eq!(core_offset(9, 1, 16), (16 + 1) * 144 + 16);
     }
 }

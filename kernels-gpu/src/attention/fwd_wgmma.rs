@@ -20,8 +20,9 @@ use crate::device::cp_async::{commit, wait_group};
 use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, warp};
 use crate::device::unroll::pinned_u64;
 use crate::device::warp::shfl_xor;
-use crate::device::wgmma::{WgAcc, WgElem, descriptor, fence_proxy_async};
+use crate::device::wgmma::{WgAcc, WgElem, descriptor, fence_proxy_async, hold};
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, unroll};
+use crate::layout::{CORE_STRIDE, core_tile_bytes};
 
 /// Lazy rescaling's slack in the exp2 domain (as `fwd.rs`): P <= 2^8.
 const RESCALE_SLACK: f32 = 8.0;
@@ -62,15 +63,12 @@ unsafe fn attn_fwd_wg<
     let r_end = if r0 + block_m as i32 > sq { sq } else { r0 + block_m as i32 };
     let mask = Mask { seqlen_k: sk, shift: sk - sq, left: p.window_left, right: p.window_right };
 
-    // Key blocks any row of the CTA sees (loaded), and those this warpgroup's rows see
-    // (computed; a warpgroup past the last row computes none).
+    // Key blocks any row of the CTA sees, and this warpgroup's rows (for the mask test).
     let (n_lo, n_hi) = mask.key_range(r0, r_end - 1);
     let nb_lo = n_lo / BN as i32;
     let nb_hi = if n_hi > n_lo { (n_hi + BN as i32 - 1) / BN as i32 } else { nb_lo };
     let g_r0 = r0 + 64 * g as i32;
     let g_r1 = if g_r0 + 63 < r_end { g_r0 + 63 } else { r_end - 1 };
-    let (g_lo, g_hi) = if g_r0 < r_end { mask.key_range(g_r0, g_r1) } else { (0, 0) };
-    let (gb_lo, gb_hi) = (g_lo / BN as i32, if g_hi > g_lo { (g_hi + BN as i32 - 1) / BN as i32 } else { 0 });
 
     // SRAM: Q at 0, then 2 K stages, then 2 V stages (see WgTile).
     let s_q = Sram::at(0);
@@ -102,18 +100,21 @@ unsafe fn attn_fwd_wg<
         load_core_tile::<D>(block_m, threads, tid(), s_q, q_hbm.offset(r0 as usize * q_rs), q_rs, sq - r0, p.head_dim)
     };
     if nb_lo < nb_hi {
-        load_k(nb_lo, 0);
+        // Step j reads K_j from stage j & 1.
+        load_k(nb_lo, nb_lo as u32 & 1);
     }
     commit();
 
     // Descriptors (16-byte units in the low bits: a byte offset X adds X / 16). Q and K
-    // are K-major (LBO 128 B between the d chunks, SBO 16 D between 8-row groups); a
-    // k-step of 16 d columns is 2 chunks = +16. V is MN-major (LBO 16 D between 8-key
-    // groups, SBO 128 between d chunks); a k-step of 16 keys is 2 groups = +2D.
-    let row_group = 16 * D;
-    let q_desc = descriptor(s_q.byte(64 * g * 2 * D), 128, row_group);
-    let k_desc = |st: u32| descriptor(s_k(st).addr, 128, row_group);
-    let v_desc = |st: u32| descriptor(s_v(st).addr, row_group, 128);
+    // are K-major: LBO = CORE_STRIDE between the d chunks, SBO = D/8 core matrices
+    // between 8-row groups; a k-step of 16 d columns is 2 chunks. V is MN-major: LBO =
+    // one 8-key group, SBO = CORE_STRIDE between d chunks; a k-step of 16 keys is 2 groups.
+    let row_group = core_tile_bytes(8, D / 8);
+    let q_desc = descriptor(s_q.byte(core_tile_bytes(64 * g, D / 8)), CORE_STRIDE, row_group);
+    let k_desc = |st: u32| descriptor(s_k(st).addr, CORE_STRIDE, row_group);
+    let v_desc = |st: u32| descriptor(s_v(st).addr, row_group, CORE_STRIDE);
+    let qk_step = (2 * CORE_STRIDE / 16) as u64;
+    let pv_step = (2 * row_group / 16) as u64;
 
     let warp_row = w * 16;
     let mut o_acc = [[FragC::zero(); DN]; 1];
@@ -123,16 +124,10 @@ unsafe fn attn_fwd_wg<
     let mut row_sum = [[0.0f32; 2]; 1];
     let score_log2 = p.score_log2;
 
-    // Software pipeline (FlashAttention-3's intra-warpgroup overlap): step j issues
-    // S_j = Q K_j^T and O += P_{j-1} V_{j-1}, then runs block j's softmax on the CUDA cores
-    // while the tensor cores do P_{j-1} V_{j-1}; O's rescale by block j's new maxima waits
-    // for that product. Step nb_hi only finishes the last P V. K_j lands in step j, V_j in
-    // step j+1: step j loads K_{j+1} and V_j (one group).
-    let mut j = nb_lo;
-    while j <= nb_hi && nb_lo < nb_hi {
-        // K_j and V_{j-1} landed and are visible to wgmma (the async proxy), and every
-        // warp is past step j-1, whose products (the last readers of K_{j-1} and V_{j-2})
-        // were waited for: their stages can take K_{j+1} and V_j.
+    // Step j: K_j and V_{j-1} landed and are visible to wgmma (the async proxy), and
+    // every warp is past step j-1, whose products (the last readers of K_{j-1} and
+    // V_{j-2}) were waited for: their stages take K_{j+1} and V_j (one group).
+    let begin_step = |j: i32| {
         wait_group::<0>();
         fence_proxy_async();
         sync_threads();
@@ -143,62 +138,68 @@ unsafe fn attn_fwd_wg<
             load_v(j, j as u32 & 1);
         }
         commit();
+    };
+    // S = Q K_j^T: DK products m64 n BN k16, one group.
+    let issue_s = |s: &mut [[FragC; KN]; 1], j: i32| {
+        let kd = k_desc(j as u32 & 1);
+        s[0].fence();
+        unroll::<DK, _>(|kk| unsafe {
+            s[0].mma_ss::<T>(q_desc + qk_step * kk as u64, kd + qk_step * kk as u64, kk != 0)
+        });
+        crate::device::wgmma::commit();
+    };
+    // O += P_j V_j: KK products m64 n D k16, P from registers, one group.
+    let issue_pv = |o: &mut [[FragC; DN]; 1], p_frag: &[[FragA; KK]; 1], j: i32| {
+        let vd = v_desc(j as u32 & 1);
+        o[0].fence();
+        unroll::<KK, _>(|kk| unsafe { o[0].mma_rs_trans::<T>(&p_frag[0][kk], vd + pv_step * kk as u64) });
+        crate::device::wgmma::commit();
+    };
+    // Block j's soft-cap, mask and online softmax (O's rescale deferred): P_j, alpha.
+    let softmax = |s: &mut [[FragC; KN]; 1], m: &mut [[f32; 2]; 1], sum: &mut [[f32; 2]; 1], j: i32| {
+        if p.softcap != 0 {
+            softcap(s, p.score_pre);
+        }
+        let c0 = j * BN as i32;
+        if !mask.covers(g_r0, g_r1, c0, c0 + BN as i32) {
+            let row_of = |_mt: usize, hf: usize| r0 + (warp_row + l / 4 + 8 * hf as u32) as i32;
+            mask_scores(s, mask, row_of, c0);
+        }
+        online_softmax_lazy_deferred::<T, 1, KN, KK>(s, m, sum, score_log2, RESCALE_SLACK)
+    };
 
-        let has_s = j >= gb_lo && j < gb_hi;
-        let has_pv = j > gb_lo && j <= gb_hi;
-        if has_s {
-            let kd = k_desc(j as u32 & 1);
-            s[0].fence();
-            unroll::<DK, _>(|kk| unsafe {
-                s[0].mma_ss::<T>(q_desc + 16 * kk as u64, kd + 16 * kk as u64, kk != 0);
-            });
-            crate::device::wgmma::commit();
-        }
-        if has_pv {
-            let vd = v_desc((j as u32 + 1) & 1);
-            o_acc[0].fence();
-            unroll::<KK, _>(|kk| unsafe {
-                o_acc[0].mma_rs_trans::<T>(&p_frag[0][kk], vd + (2 * D as u64) * kk as u64);
-            });
-            crate::device::wgmma::commit();
-        }
-        let mut alpha = [[1.0f32; 2]; 1];
-        let mut moved = false;
-        if has_s {
-            if has_pv {
-                s[0].wait::<1>();
-            } else {
-                s[0].wait::<0>();
-            }
-            // Soft-capping, then the mask where this block crosses a boundary.
-            if p.softcap != 0 {
-                softcap(&mut s, p.score_pre);
-            }
-            let c0 = j * BN as i32;
-            if !mask.covers(g_r0, g_r1, c0, c0 + BN as i32) {
-                let row_of = |_mt: usize, hf: usize| r0 + (warp_row + l / 4 + 8 * hf as u32) as i32;
-                mask_scores(&mut s, mask, row_of, c0);
-            }
-            let (p_next, a, m) = online_softmax_lazy_deferred::<T, 1, KN, KK>(
-                &mut s,
-                &mut row_max,
-                &mut row_sum,
-                score_log2,
-                RESCALE_SLACK,
-            );
-            alpha = a;
-            moved = m;
-            if has_pv {
-                o_acc[0].wait::<0>();
-            }
-            p_frag = p_next;
-        } else if has_pv {
+    // Software pipeline (FlashAttention-3's intra-warpgroup overlap): step j issues
+    // S_j = Q K_j^T and O += P_{j-1} V_{j-1}, then runs block j's softmax on the CUDA cores
+    // while the tensor cores do P_{j-1} V_{j-1}; O's rescale by block j's new maxima waits
+    // for that product. The first and last steps are peeled off, so that every product
+    // and every wait sits on control flow uniform over the CTA (ptxas serializes wgmma
+    // around waits it must insert on divergent paths). Both warpgroups run every key
+    // block of the CTA (the mask covers the rows a block does not reach).
+    if nb_lo < nb_hi {
+        begin_step(nb_lo);
+        issue_s(&mut s, nb_lo);
+        s[0].wait::<0>();
+        // O is still zero: its rescale factors do not matter.
+        let (p0, _, _) = softmax(&mut s, &mut row_max, &mut row_sum, nb_lo);
+        p_frag = p0;
+        let mut j = nb_lo + 1;
+        while j < nb_hi {
+            begin_step(j);
+            issue_s(&mut s, j);
+            issue_pv(&mut o_acc, &p_frag, j - 1);
+            s[0].wait::<1>();
+            let (p_next, alpha, _) = softmax(&mut s, &mut row_max, &mut row_sum, j);
             o_acc[0].wait::<0>();
-        }
-        if moved {
+            hold(&p_frag[0]);
+            // Unconditional (alpha = 1 when no max moved): an O write on a branch makes
+            // ptxas serialize every wgmma (C7518 / C7513).
             rescale_o(&mut o_acc, &alpha);
+            p_frag = p_next;
+            j += 1;
         }
-        j += 1;
+        begin_step(nb_hi);
+        issue_pv(&mut o_acc, &p_frag, nb_hi - 1);
+        o_acc[0].wait::<0>();
     }
     wait_group::<0>();
 

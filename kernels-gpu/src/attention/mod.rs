@@ -195,26 +195,28 @@ impl WgTile {
     pub const fn threads(self) -> u32 {
         self.warpgroups * 128
     }
-    /// Bytes of one tile row (no padding: the core-matrix layout has no bank conflicts).
-    pub const fn row_bytes(self) -> u32 {
-        self.d * 2
+    /// SRAM bytes of a tile of `rows` rows in the core-matrix layout (2.25 d per row:
+    /// 16 bytes of padding per 128-byte core matrix, see `layout::CORE_STRIDE`).
+    pub const fn tile_bytes(self, rows: u32) -> u32 {
+        crate::layout::core_tile_bytes(rows, self.d / 8)
     }
     /// SRAM layout: [Q: block_m rows][K: 2 x block_n rows][V: 2 x block_n rows].
     pub const fn k_offset(self, stage: u32) -> u32 {
-        (self.block_m() + stage * self.block_n) * self.row_bytes()
+        self.tile_bytes(self.block_m() + stage * self.block_n)
     }
     pub const fn v_offset(self, stage: u32) -> u32 {
-        (self.block_m() + (Self::STAGES + stage) * self.block_n) * self.row_bytes()
+        self.tile_bytes(self.block_m() + (Self::STAGES + stage) * self.block_n)
     }
     pub const fn smem_bytes(self) -> u32 {
-        (self.block_m() + 2 * Self::STAGES * self.block_n) * self.row_bytes()
+        self.tile_bytes(self.block_m() + 2 * Self::STAGES * self.block_n)
     }
 }
 
-// Hopper tiles: (block_m + 4 block_n) rows x 2d bytes, one CTA per SM:
-//   d=64:  2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 128 B =  80 KiB
-//   d=128: 2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 256 B = 160 KiB
-// Registers per thread: S 64 f32 (64 rows x 128 keys over 128 threads), O d/2 f32, P 32.
+// Hopper tiles: (block_m + 4 block_n) rows x 2.25 d bytes, one CTA per SM:
+//   d=64:  2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 144 B =  90 KiB
+//   d=128: 2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 288 B = 180 KiB
+// Registers per thread: S 64 f32 (64 rows x 128 keys over 128 threads), O d/2 f32, P 32
+// (two of them while P V overlaps the next block's softmax).
 pub const WG_D64: WgTile = WgTile { d: 64, warpgroups: 2, block_n: 128 };
 pub const WG_D128: WgTile = WgTile { d: 128, warpgroups: 2, block_n: 128 };
 

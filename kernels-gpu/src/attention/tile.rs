@@ -60,9 +60,9 @@ pub unsafe fn load_tile_by<const D: u32, const PITCH: u32>(
 }
 
 /// [`load_tile`] into the `wgmma` core-matrix layout (`crate::layout::core_offset`, D/8
-/// chunks a row) instead of padded rows: chunk number c goes to byte 16 c, and 8
-/// consecutive threads copy the 8 rows of one core matrix (a warp: 8 rows x 64 bytes
-/// from HBM, 512 contiguous bytes into SRAM).
+/// chunks a row) instead of padded rows. Chunks go round-robin in row order, as in
+/// [`load_tile`]: 8 consecutive threads read one 128-byte line of a row and, with the
+/// padded core-matrix stride, write 8 different bank groups.
 #[cfg(target_feature = "sm_90a")]
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -82,10 +82,11 @@ pub unsafe fn load_core_tile<const D: u32>(
     while i < total.div_ceil(threads) {
         let c = t + i * threads;
         if total % threads == 0 || c < total {
-            let (r, ch) = crate::layout::core_chunk(c, chunks);
+            let (r, ch) = (c / chunks, c % chunks);
             let ok = (r as i32) < rows_valid && ch * 8 < head_dim;
             let from = if ok { src.offset(r as usize * row_stride + ch as usize * 8).ptr() } else { src.ptr() };
-            unsafe { cp_async_16(dst.byte(16 * c), from as *const u8, if ok { 16 } else { 0 }) };
+            let to = dst.byte(crate::layout::core_offset(r, ch, chunks));
+            unsafe { cp_async_16(to, from as *const u8, if ok { 16 } else { 0 }) };
         }
         i += 1;
     }

@@ -50,6 +50,19 @@ pub fn fence_proxy_async() {
     unsafe { asm!("fence.proxy.async.shared::cta;", options(nostack)) }
 }
 
+/// Keeps register A operands alive up to this point (an empty asm that reads them,
+/// placed after the `wait` of the products that read them): a register A operand must
+/// not be overwritten while its product runs, and without this LLVM may give the next
+/// block's P the same registers as soon as the asm issuing the product has "read" them
+/// (ptxas then serializes every wgmma: C7513).
+#[inline(always)]
+pub fn hold<const K: usize>(a: &[FragA; K]) {
+    super::unroll::<K, _>(|k| unsafe {
+        asm!("// hold {0} {1} {2} {3}", in(reg32) a[k].0[0], in(reg32) a[k].0[1], in(reg32) a[k].0[2],
+             in(reg32) a[k].0[3], options(nostack))
+    });
+}
+
 /// The element types `wgmma` multiplies (the PTX type name picks the instruction).
 pub trait WgElem: TensorElem {
     const IS_BF16: bool;

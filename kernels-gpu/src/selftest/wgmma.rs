@@ -7,7 +7,7 @@ use crate::device::cp_async::{commit, wait_group};
 use crate::device::thread::{lane, sync_threads, tid, warp};
 use crate::device::wgmma::{WgAcc, descriptor, fence_proxy_async};
 use crate::device::{Bf16, FragA, FragC, Hbm, HbmMut, Sram, unroll};
-use crate::layout::{frag_a_coord, frag_c_coord};
+use crate::layout::{CORE_STRIDE, core_tile_bytes, frag_a_coord, frag_c_coord};
 
 /// 128 threads. a: A[64 x 16], b: Bt[128 x 16], c: V[16 x 64] (bf16, row-major).
 /// d: f32 out[64 x 128 + 64 x 64], row-major: S = A Bt^T with A and Bt from SRAM
@@ -15,7 +15,9 @@ use crate::layout::{frag_a_coord, frag_c_coord};
 /// The tiles go through `load_core_tile`, the attention kernel's loader.
 #[unsafe(no_mangle)]
 pub unsafe extern "ptx-kernel" fn selftest_wgmma_bf16(p: SelftestParams) {
-    let (a_s, bt_s, v_s) = (Sram::at(0), Sram::at(2048), Sram::at(6144));
+    // A: 64 rows x 2 chunks, Bt: 128 x 2, V: 16 x 8, one after the other.
+    let (a_bytes, bt_bytes) = (core_tile_bytes(64, 2), core_tile_bytes(128, 2));
+    let (a_s, bt_s, v_s) = (Sram::at(0), Sram::at(a_bytes), Sram::at(a_bytes + bt_bytes));
     let t = tid();
     unsafe {
         load_core_tile::<16>(64, 128, t, a_s, Hbm::from_addr(p.a), 16, 64, 16);
@@ -28,10 +30,13 @@ pub unsafe extern "ptx-kernel" fn selftest_wgmma_bf16(p: SelftestParams) {
     sync_threads();
 
     let (l, w) = (lane(), warp());
-    // S: 64 x 128 (n128), K = 16: A's SBO = 16 x 16 bytes per 8-row group.
+    // S: 64 x 128 (n128), K = 16 (2 chunks): SBO = one 8-row group of 2 core matrices.
+    let group = core_tile_bytes(8, 2);
     let mut s = [FragC::zero(); 16];
     s.fence();
-    unsafe { s.mma_ss::<Bf16>(descriptor(a_s.addr, 128, 256), descriptor(bt_s.addr, 128, 256), false) };
+    unsafe {
+        s.mma_ss::<Bf16>(descriptor(a_s.addr, CORE_STRIDE, group), descriptor(bt_s.addr, CORE_STRIDE, group), false)
+    };
     crate::device::wgmma::commit();
     s.wait::<0>();
 
@@ -47,7 +52,8 @@ pub unsafe extern "ptx-kernel" fn selftest_wgmma_bf16(p: SelftestParams) {
     });
     let mut o = [FragC::zero(); 8];
     o.fence();
-    unsafe { o.mma_rs_trans::<Bf16>(&a, descriptor(v_s.addr, 16 * 64, 128)) };
+    // V MN-major: LBO = one 8-key group of 8 core matrices, SBO = between the d chunks.
+    unsafe { o.mma_rs_trans::<Bf16>(&a, descriptor(v_s.addr, core_tile_bytes(8, 8), CORE_STRIDE)) };
     crate::device::wgmma::commit();
     o.wait::<0>();
 

@@ -125,26 +125,6 @@ fn gpu_windows_softcap_scale() {
     }
 }
 
-/// The tiles of the Hopper kernels (128 query rows in two 64-row warpgroups, 128-key
-/// blocks; the mma.sync ones elsewhere): lengths around the block edges, bottom-right
-/// causal with seqlen_q != seqlen_k (a warpgroup may see fewer key blocks than its CTA,
-/// or none), windows that end inside a block, GQA, at head dims 64, 128 and padded 48, 112.
-#[test]
-#[ignore = "needs an NVIDIA GPU"]
-fn gpu_hopper_tile_edges() {
-    let d = gpu();
-    let window = AttentionOptions { window_left: Some(70), window_right: Some(3), ..Default::default() };
-    for &hd in &[64, 128, 48, 112] {
-        for opts in [AttentionOptions::default(), causal(), window] {
-            for (sq, sk) in [(64, 64), (65, 200), (128, 128), (129, 127), (255, 257), (300, 64), (40, 520)] {
-                let case = Case::new(1, sq, sk, 4, 2, hd).with(opts);
-                check::<bf16>(&case, d, tol::<bf16>()).unwrap();
-                check::<f16>(&case, d, tol::<f16>()).unwrap();
-            }
-        }
-    }
-}
-
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn gpu_large_logits_stay_finite() {

@@ -60,7 +60,7 @@ pub(crate) fn forward<T: Element>(
 }
 
 /// `FLASHSCAN_WGMMA_FWD=1` (read once per process): the Hopper forward kernels for the
-/// head dims they cover. Off by default: they measured 0.75-0.80x the `mma.sync` kernels
+/// head dims they cover. Off by default: they measured 0.69-0.85x the `mma.sync` kernels
 /// on the H100 (docs/PERF.md); the switch keeps them testable until they win.
 fn wgmma_opt_in() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();

@@ -183,6 +183,26 @@ pub fn online_softmax_lazy<T: TensorElem, const MT: usize, const KN: usize, cons
     score_log2: f32,
     slack: f32,
 ) -> [[FragA; KK]; MT] {
+    let (step_max, grow) = step_maxima(s, row_max, score_log2, slack);
+    if any_sync(grow) {
+        unroll::<MT, _>(|mt| {
+            unroll::<2, _>(|hf| {
+                move_max(&mut row_max[mt][hf], step_max[mt][hf], &mut row_sum[mt][hf], &mut o_acc[mt], hf, score_log2);
+            })
+        });
+    }
+    exponentiate_rows::<T, MT, KN, KK>(s, row_max, row_sum, score_log2)
+}
+
+/// This step's row maxima (with the running ones), and whether some row's would grow by
+/// more than `slack` in the exp2 domain (this lane's rows; the caller votes).
+#[inline(always)]
+fn step_maxima<const MT: usize, const KN: usize>(
+    s: &[[FragC; KN]; MT],
+    row_max: &[[f32; 2]; MT],
+    score_log2: f32,
+    slack: f32,
+) -> ([[f32; 2]; MT], bool) {
     let mut step_max = [[f32::NEG_INFINITY; 2]; MT];
     let mut grow = false;
     unroll::<MT, _>(|mt| {
@@ -192,13 +212,18 @@ pub fn online_softmax_lazy<T: TensorElem, const MT: usize, const KN: usize, cons
             grow |= (step_max[mt][hf] - row_max[mt][hf]) * score_log2 > slack;
         })
     });
-    if any_sync(grow) {
-        unroll::<MT, _>(|mt| {
-            unroll::<2, _>(|hf| {
-                move_max(&mut row_max[mt][hf], step_max[mt][hf], &mut row_sum[mt][hf], &mut o_acc[mt], hf, score_log2);
-            })
-        });
-    }
+    (step_max, grow)
+}
+
+/// P = exp2((s - m) score_log2) against the running maxima (0 for -inf), added to the
+/// row sums, as A operands.
+#[inline(always)]
+fn exponentiate_rows<T: TensorElem, const MT: usize, const KN: usize, const KK: usize>(
+    s: &mut [[FragC; KN]; MT],
+    row_max: &[[f32; 2]; MT],
+    row_sum: &mut [[f32; 2]; MT],
+    score_log2: f32,
+) -> [[FragA; KK]; MT] {
     let mut p_frag = [[FragA([0; 4]); KK]; MT];
     unroll::<MT, _>(|mt| {
         unroll::<2, _>(|hf| {
@@ -224,14 +249,7 @@ pub fn online_softmax_lazy_deferred<T: TensorElem, const MT: usize, const KN: us
     score_log2: f32,
     slack: f32,
 ) -> ([[FragA; KK]; MT], [[f32; 2]; MT], bool) {
-    let mut step_max = [[f32::NEG_INFINITY; 2]; MT];
-    let mut grow = false;
-    unroll::<MT, _>(|mt| {
-        unroll::<2, _>(|hf| {
-            step_max[mt][hf] = running_max(&s[mt], hf, row_max[mt][hf]);
-            grow |= (step_max[mt][hf] - row_max[mt][hf]) * score_log2 > slack;
-        })
-    });
+    let (step_max, grow) = step_maxima(s, row_max, score_log2, slack);
     let mut alpha = [[1.0f32; 2]; MT];
     let moved = any_sync(grow);
     if moved {
@@ -245,15 +263,7 @@ pub fn online_softmax_lazy_deferred<T: TensorElem, const MT: usize, const KN: us
             })
         });
     }
-    let mut p_frag = [[FragA([0; 4]); KK]; MT];
-    unroll::<MT, _>(|mt| {
-        unroll::<2, _>(|hf| {
-            let m_use = if row_max[mt][hf] == f32::NEG_INFINITY { 0.0 } else { row_max[mt][hf] };
-            exponentiate(&mut s[mt], hf, m_use, &mut row_sum[mt][hf], score_log2)
-        });
-        p_frag[mt] = to_a_frags::<T, KN, KK>(&s[mt]);
-    });
-    (p_frag, alpha, moved)
+    (exponentiate_rows::<T, MT, KN, KK>(s, row_max, row_sum, score_log2), alpha, moved)
 }
 
 /// O *= alpha per row half (the deferred half of [`online_softmax_lazy_deferred`]).

@@ -119,7 +119,6 @@ unsafe fn attn_fwd_wg<
     let warp_row = w * 16;
     let mut o_acc = [[FragC::zero(); DN]; 1];
     let mut s = [[FragC::zero(); KN]; 1];
-    let mut p_frag = [[FragA([0; 4]); KK]; 1];
     let mut row_max = [[f32::NEG_INFINITY; 2]; 1];
     let mut row_sum = [[0.0f32; 2]; 1];
     let score_log2 = p.score_log2;
@@ -180,8 +179,7 @@ unsafe fn attn_fwd_wg<
         issue_s(&mut s, nb_lo);
         s[0].wait::<0>();
         // O is still zero: its rescale factors do not matter.
-        let (p0, _, _) = softmax(&mut s, &mut row_max, &mut row_sum, nb_lo);
-        p_frag = p0;
+        let (mut p_frag, _, _) = softmax(&mut s, &mut row_max, &mut row_sum, nb_lo);
         let mut j = nb_lo + 1;
         while j < nb_hi {
             begin_step(j);

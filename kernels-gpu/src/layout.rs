@@ -135,7 +135,7 @@ mod tests {
             for r in 0..rows {
                 for ch in 0..row_chunks {
                     let o = core_offset(r, ch, row_chunks);
-                    assert!(o % 16 == 0 && o + 16 <= core_tile_bytes(rows, row_chunks));
+                    assert!(o.is_multiple_of(16) && o + 16 <= core_tile_bytes(rows, row_chunks));
                     seen.push(o);
                 }
                 // The loader's 8 threads on chunks 8i .. 8i+7 of row r: 8 bank groups.

@@ -5,7 +5,11 @@ mod common;
 
 use common::Rng;
 use flashscan::kernels::layout::{frag_c_coord, ldmatrix_x4_coord, ldmatrix_x4_trans_coord};
-use flashscan::kernels::selftest::{CP_ASYNC_BYTES, SelftestParams, WARP_TEST_OUTPUTS, WARP_TEST_THREADS};
+use flashscan::kernels::selftest::{
+    CP_ASYNC_BYTES, SELFTEST_SMEM_BUDGET, SelftestParams, WARP_TEST_OUTPUTS, WARP_TEST_THREADS, WGMMA_O_N, WGMMA_S_N,
+    WGMMA_TEST_THREADS,
+};
+use flashscan::runtime::ptx::Arch;
 use flashscan::runtime::{Gpu, LaunchGrid};
 use flashscan::{Element, GpuTensor, bf16, f16};
 use std::sync::Arc;
@@ -98,6 +102,62 @@ fn mma_case<T: Element>(seed: u64) {
         }
     }
     assert!(seen.iter().all(|&s| s));
+}
+
+/// Hopper's wgmma (the sm_90a PTX only): S = A Bt^T with both operands in SRAM in the
+/// core-matrix layout (K-major descriptors), and O = A V with A in registers (the
+/// mma.sync A fragment per warp) and V MN-major (transposed), on small integers (exact).
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn wgmma_m64_descriptors_and_fragments_match_cpu() {
+    let g = gpu();
+    if g.arch() != Arch::Sm90a {
+        eprintln!("skipped: wgmma needs a Hopper GPU (this one runs the {} PTX)", g.arch().name());
+        return;
+    }
+    const M: usize = 64;
+    const K: usize = 16;
+    let mut rng = Rng::new(7);
+    let mut int = || (rng.next_u64() % 17) as f32 - 8.0;
+    let a: Vec<f32> = (0..M * K).map(|_| int()).collect();
+    let bt: Vec<f32> = (0..WGMMA_S_N * K).map(|_| int()).collect();
+    let v: Vec<f32> = (0..K * WGMMA_O_N).map(|_| int()).collect();
+    let to_bf16 = |x: &[f32]| x.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<bf16>>();
+    let (ad, btd, vd) = (upload(&g, to_bf16(&a)), upload(&g, to_bf16(&bt)), upload(&g, to_bf16(&v)));
+    let d = poisoned::<f32>(&g, M * (WGMMA_S_N + WGMMA_O_N));
+    let p = SelftestParams {
+        a: ad.device_addr(),
+        b: btd.device_addr(),
+        c: vd.device_addr(),
+        d: d.device_addr(),
+        ..Default::default()
+    };
+    launch(&g, "selftest_wgmma_bf16", WGMMA_TEST_THREADS, SELFTEST_SMEM_BUDGET, p);
+    let out = download(&d);
+    // Every mismatch is listed (a layout error shows as a pattern), then the test fails.
+    let mut wrong = vec![];
+    for r in 0..M {
+        for c in 0..WGMMA_S_N {
+            let want: f32 = (0..K).map(|k| a[r * K + k] * bt[c * K + k]).sum();
+            if out[r * WGMMA_S_N + c] != want {
+                wrong.push(format!("SS A·Btᵀ [{r},{c}]: {} != {want}", out[r * WGMMA_S_N + c]));
+            }
+        }
+        for c in 0..WGMMA_O_N {
+            let want: f32 = (0..K).map(|k| a[r * K + k] * v[k * WGMMA_O_N + c]).sum();
+            let got = out[M * WGMMA_S_N + r * WGMMA_O_N + c];
+            if got != want {
+                wrong.push(format!("RS A·V [{r},{c}]: {got} != {want}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong of {}:\n{}",
+        wrong.len(),
+        M * (WGMMA_S_N + WGMMA_O_N),
+        wrong[..wrong.len().min(40)].join("\n")
+    );
 }
 
 #[test]

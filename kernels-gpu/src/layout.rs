@@ -48,6 +48,26 @@ pub const fn swizzle_chunk(row: u32, chunk: u32, row_chunks: u32) -> u32 {
     chunk ^ (row & mask)
 }
 
+/// Bytes between consecutive `wgmma` core matrices (8 rows x 16 bytes = 128 bytes each)
+/// in the tiles of the Hopper forward: 16 bytes of padding after each, so that the 8
+/// chunks of one row (consecutive core matrices, one 128-byte line of HBM) start in 8
+/// different 16-byte bank groups: 144 = 9 x 16 and 9 = 1 mod 8.
+pub const CORE_STRIDE: u32 = 144;
+
+/// Byte offset of 16-byte chunk `chunk` of row `row` in a tile of `row_chunks` chunks a
+/// row stored as `wgmma` core matrices (no swizzle): row r of a core matrix at 16 r, the
+/// `row_chunks` core matrices of one 8-row group side by side `CORE_STRIDE` apart, the
+/// 8-row groups `row_chunks x CORE_STRIDE` apart. A descriptor of such a tile has
+/// LBO = CORE_STRIDE along the chunks and SBO = row_chunks x CORE_STRIDE along the rows.
+pub const fn core_offset(row: u32, chunk: u32, row_chunks: u32) -> u32 {
+    ((row / 8) * row_chunks + chunk) * CORE_STRIDE + (row % 8) * 16
+}
+
+/// Bytes of a `rows`-row tile (a multiple of 8) in the layout of [`core_offset`].
+pub const fn core_tile_bytes(rows: u32, row_chunks: u32) -> u32 {
+    (rows / 8) * row_chunks * CORE_STRIDE
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +125,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn core_layout_is_injective_and_a_row_spans_every_bank_group() {
+        for row_chunks in [2u32, 8, 16] {
+            let rows = 64;
+            let mut seen = std::vec::Vec::new();
+            for r in 0..rows {
+                for ch in 0..row_chunks {
+                    let o = core_offset(r, ch, row_chunks);
+                    assert!(o.is_multiple_of(16) && o + 16 <= core_tile_bytes(rows, row_chunks));
+                    seen.push(o);
+                }
+                // The loader's 8 threads on chunks 8i .. 8i+7 of row r: 8 bank groups.
+                for i in 0..row_chunks.div_ceil(8) {
+                    let mut groups = [false; 8];
+                    for ch in 8 * i..(8 * i + 8).min(row_chunks) {
+                        groups[((core_offset(r, ch, row_chunks) / 16) % 8) as usize] = true;
+                    }
+                    assert_eq!(groups.iter().filter(|&&g| g).count() as u32, (row_chunks - 8 * i).min(8));
+                }
+            }
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len() as u32, rows * row_chunks);
+        }
+        // Row 9, chunk 1 of a 16-chunk (d = 128) tile: second 8-row group, its second
+        // core matrix, row 1 of that.
+        assert_eq!(core_offset(9, 1, 16), (16 + 1) * 144 + 16);
     }
 }

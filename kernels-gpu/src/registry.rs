@@ -4,7 +4,7 @@
 
 use crate::attention::backward::{BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256};
 use crate::attention::decode::{SPLIT_D64, SPLIT_D128, SPLIT_D256};
-use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
+use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256, WG_D64, WG_D128};
 use crate::conv::{CONV_BWD_SMEM_BUDGET, CONV_FWD_SMEM_BUDGET};
 use crate::mamba::{SCAN_BWD_SMEM_BUDGET, SCAN_BWD_THREADS, SCAN_FWD_SMEM_BUDGET, SCAN_THREADS};
 use crate::norm::{NORM_SHORT_SMEM_BUDGET, NORM_SMEM_BUDGET};
@@ -18,10 +18,17 @@ pub struct KernelInfo {
     /// Instructions the kernel's PTX must contain (the PTX test checks them), e.g. the
     /// tensor-core `mma.sync` a kernel would silently lose if a wrapper stopped inlining.
     pub must_contain: &'static [&'static str],
+    /// Only in the sm_90a PTX (Hopper-only instructions such as `wgmma`).
+    pub sm90a_only: bool,
 }
 
 const fn k(name: &'static str, smem_budget: u32, must_contain: &'static [&'static str]) -> KernelInfo {
-    KernelInfo { name, smem_budget, must_contain }
+    KernelInfo { name, smem_budget, must_contain, sm90a_only: false }
+}
+
+/// A kernel of the sm_90a PTX alone.
+const fn k90(name: &'static str, smem_budget: u32, must_contain: &'static [&'static str]) -> KernelInfo {
+    KernelInfo { name, smem_budget, must_contain, sm90a_only: true }
 }
 
 const MMA: &str = "mma.sync.aligned.m16n8k16.row.col.f32";
@@ -32,6 +39,18 @@ const NORM: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 /// The attention forward: tensor cores fed by ldmatrix (plain for Q, K; .trans for V),
 /// cp.async K/V streaming, ex2 softmax.
 const ATTN_FWD: &[&str] = &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"];
+const WGMMA_SS: &str = "wgmma.mma_async.sync.aligned.m64n128k16.f32";
+/// The Hopper forward: S = Q K^T with both operands in SRAM (m64 n128 k16), O += P V with
+/// P from registers, K/V streamed by cp.async, made visible to wgmma's async proxy.
+const ATTN_FWD_WG: &[&str] = &[
+    WGMMA_SS,
+    "wgmma.fence",
+    "wgmma.commit_group",
+    "wgmma.wait_group",
+    CP_ASYNC,
+    "fence.proxy.async.shared::cta",
+    "ex2.approx",
+];
 /// The split-KV decode kernel: the forward's tensor-core block step, a paged or
 /// contiguous cp.async stream of K/V (with the L2 prefetch hint), the warps' merge
 /// through SRAM (16-byte reads), and the last CTA's merge of the splits (an acq_rel
@@ -119,6 +138,10 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_fwd_d192_f16", FWD_D192.smem_bytes(), ATTN_FWD),
     k("attn_fwd_d256_bf16", FWD_D256.smem_bytes(), ATTN_FWD),
     k("attn_fwd_d256_f16", FWD_D256.smem_bytes(), ATTN_FWD),
+    k90("attn_fwd_wg_d64_bf16", WG_D64.smem_bytes(), ATTN_FWD_WG),
+    k90("attn_fwd_wg_d64_f16", WG_D64.smem_bytes(), ATTN_FWD_WG),
+    k90("attn_fwd_wg_d128_bf16", WG_D128.smem_bytes(), ATTN_FWD_WG),
+    k90("attn_fwd_wg_d128_f16", WG_D128.smem_bytes(), ATTN_FWD_WG),
     k("attn_split_d64_bf16", SPLIT_D64.smem_bytes(), ATTN_SPLIT),
     k("attn_split_d64_f16", SPLIT_D64.smem_bytes(), ATTN_SPLIT),
     k("attn_split_d128_bf16", SPLIT_D128.smem_bytes(), ATTN_SPLIT),
@@ -193,6 +216,7 @@ pub const KERNELS: &[KernelInfo] = &[
     k("selftest_mma_f16", SELFTEST_SMEM_BUDGET, &[MMA, LDMATRIX]),
     k("selftest_cp_async", SELFTEST_SMEM_BUDGET, &[CP_ASYNC, "cp.async.wait_group"]),
     k("selftest_warp", SELFTEST_SMEM_BUDGET, &["shfl.sync.bfly", "ex2.approx"]),
+    k90("selftest_wgmma_bf16", SELFTEST_SMEM_BUDGET, &[WGMMA_SS, "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16"]),
 ];
 
 /// Launch bounds that the build writes into the PTX after a kernel's parameter list

@@ -1,11 +1,15 @@
-//! GPU path of the attention forward: picks the kernel's tile for the head dim, fills
-//! the launch parameters (`kernels-gpu/src/attention`) and launches one CTA per
-//! (query block, batch x head).
+//! GPU path of the attention forward: picks the kernel and its tile for the head dim (the
+//! `mma.sync` kernels; on Hopper, with `FLASHSCAN_WGMMA_FWD=1`, the `wgmma` kernels for
+//! the d=64 and d=128 tiles: correct, but slower today, see docs/PERF.md), fills the
+//! launch parameters (`kernels-gpu/src/attention`) and launches one CTA per (query
+//! block, batch x head).
 
 use super::Problem;
-use crate::kernels::attention::{AttnFwdParams, fwd_tile_for};
+use crate::kernels::attention::{AttnFwdParams, fwd_tile_for, wg_tile_for};
+use crate::runtime::ptx::Arch;
 use crate::runtime::{GpuTensor, LaunchGrid};
-use crate::{Element, Error, Result};
+use crate::{DType, Element, Error, Result};
+use std::sync::OnceLock;
 
 /// Runs the forward kernel: returns (o like q, lse `[batch, heads_q, seqlen_q]`).
 pub(crate) fn forward<T: Element>(
@@ -14,7 +18,7 @@ pub(crate) fn forward<T: Element>(
     v: &GpuTensor<T>,
     p: &Problem,
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
-    let tile = fwd_tile_for(p.head_dim as u32).ok_or_else(|| head_dim_error(p))?;
+    let (kernel, cfg) = fwd_launch(p, T::DTYPE, q.gpu().arch(), wgmma_opt_in()).ok_or_else(|| head_dim_error(p))?;
     // Limits of the launch, checked before anything is allocated: positions are i32 in
     // the kernel, and batch x heads_q is the grid's y dimension.
     check_positions(p)?;
@@ -51,15 +55,35 @@ pub(crate) fn forward<T: Element>(
         score_pre,
         score_log2,
     };
-    let kernel = format!("attn_fwd_d{}_{}", tile.d, T::DTYPE.suffix());
-    let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;
-    let cfg = LaunchGrid {
-        grid: (m_blocks, (p.batch * p.heads_q) as u32, 1),
-        block: tile.threads(),
-        smem: tile.smem_bytes(),
-    };
     gpu.launch(&kernel, cfg, &params)?;
     Ok((o, lse))
+}
+
+/// `FLASHSCAN_WGMMA_FWD=1` (read once per process): the Hopper forward kernels for the
+/// head dims they cover. Off by default: they measured 0.69-0.85x the `mma.sync` kernels
+/// on the H100 (docs/PERF.md); the switch keeps them testable until they win.
+fn wgmma_opt_in() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FLASHSCAN_WGMMA_FWD").is_some_and(|v| v != "0"))
+}
+
+/// The forward kernel for a problem on a GPU of build `arch` (`wgmma`: take the Hopper
+/// kernels where there is one), and its launch shape: one CTA per (query block, batch x
+/// head). None for a head dim above 256.
+pub(crate) fn fwd_launch(p: &Problem, dtype: DType, arch: Arch, wgmma: bool) -> Option<(String, LaunchGrid)> {
+    let bh = (p.batch * p.heads_q) as u32;
+    if wgmma
+        && arch == Arch::Sm90a
+        && let Some(tile) = wg_tile_for(p.head_dim as u32)
+    {
+        let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;
+        let cfg = LaunchGrid { grid: (m_blocks, bh, 1), block: tile.threads(), smem: tile.smem_bytes() };
+        return Some((format!("attn_fwd_wg_d{}_{}", tile.d, dtype.suffix()), cfg));
+    }
+    let tile = fwd_tile_for(p.head_dim as u32)?;
+    let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;
+    let cfg = LaunchGrid { grid: (m_blocks, bh, 1), block: tile.threads(), smem: tile.smem_bytes() };
+    Some((format!("attn_fwd_d{}_{}", tile.d, dtype.suffix()), cfg))
 }
 
 /// The error for a head dim no kernel tile covers (validation rules it out first).
@@ -75,4 +99,45 @@ pub(super) fn check_positions(p: &Problem) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(head_dim: usize, seqlen_q: usize) -> Problem {
+        Problem {
+            batch: 2,
+            seqlen_q,
+            seqlen_k: 100,
+            heads_q: 4,
+            heads_kv: 2,
+            head_dim,
+            scale: 1.0,
+            softcap: 0.0,
+            window_left: None,
+            window_right: None,
+        }
+    }
+
+    #[test]
+    fn hopper_runs_wgmma_for_the_d64_and_d128_tiles_only_when_asked() {
+        let name = |hd, arch, wg| fwd_launch(&problem(hd, 300), DType::BF16, arch, wg).map(|(n, _)| n);
+        for (hd, tile) in [(40, 64), (64, 64), (104, 128), (128, 128)] {
+            assert_eq!(name(hd, Arch::Sm90a, true), Some(format!("attn_fwd_wg_d{tile}_bf16")));
+            assert_eq!(name(hd, Arch::Sm90a, false), Some(format!("attn_fwd_d{tile}_bf16")));
+            assert_eq!(name(hd, Arch::Sm80, true), Some(format!("attn_fwd_d{tile}_bf16")));
+        }
+        for (hd, tile) in [(8, 32), (32, 32), (96, 96), (136, 192), (256, 256)] {
+            assert_eq!(name(hd, Arch::Sm90a, true), Some(format!("attn_fwd_d{tile}_bf16")));
+        }
+        assert_eq!(name(264, Arch::Sm90a, true), None);
+        let (kernel, cfg) = fwd_launch(&problem(128, 300), DType::F16, Arch::Sm90a, true).expect("a tile");
+        assert_eq!(kernel, "attn_fwd_wg_d128_f16");
+        // 300 rows in blocks of 128, 2 x 4 (batch, head) pairs, 2 warpgroups, 180 KiB.
+        assert_eq!((cfg.grid, cfg.block, cfg.smem), ((3, 8, 1), 256, 180 * 1024));
+        let (kernel, cfg) = fwd_launch(&problem(128, 300), DType::F16, Arch::Sm90a, false).expect("a tile");
+        assert_eq!(kernel, "attn_fwd_d128_f16");
+        assert_eq!((cfg.grid, cfg.block), ((3, 8, 1), 128));
+    }
 }

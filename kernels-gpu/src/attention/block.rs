@@ -183,6 +183,26 @@ pub fn online_softmax_lazy<T: TensorElem, const MT: usize, const KN: usize, cons
     score_log2: f32,
     slack: f32,
 ) -> [[FragA; KK]; MT] {
+    let (step_max, grow) = step_maxima(s, row_max, score_log2, slack);
+    if any_sync(grow) {
+        unroll::<MT, _>(|mt| {
+            unroll::<2, _>(|hf| {
+                move_max(&mut row_max[mt][hf], step_max[mt][hf], &mut row_sum[mt][hf], &mut o_acc[mt], hf, score_log2);
+            })
+        });
+    }
+    exponentiate_rows::<T, MT, KN, KK>(s, row_max, row_sum, score_log2)
+}
+
+/// This step's row maxima (with the running ones), and whether some row's would grow by
+/// more than `slack` in the exp2 domain (this lane's rows; the caller votes).
+#[inline(always)]
+fn step_maxima<const MT: usize, const KN: usize>(
+    s: &[[FragC; KN]; MT],
+    row_max: &[[f32; 2]; MT],
+    score_log2: f32,
+    slack: f32,
+) -> ([[f32; 2]; MT], bool) {
     let mut step_max = [[f32::NEG_INFINITY; 2]; MT];
     let mut grow = false;
     unroll::<MT, _>(|mt| {
@@ -192,13 +212,18 @@ pub fn online_softmax_lazy<T: TensorElem, const MT: usize, const KN: usize, cons
             grow |= (step_max[mt][hf] - row_max[mt][hf]) * score_log2 > slack;
         })
     });
-    if any_sync(grow) {
-        unroll::<MT, _>(|mt| {
-            unroll::<2, _>(|hf| {
-                move_max(&mut row_max[mt][hf], step_max[mt][hf], &mut row_sum[mt][hf], &mut o_acc[mt], hf, score_log2);
-            })
-        });
-    }
+    (step_max, grow)
+}
+
+/// P = exp2((s - m) score_log2) against the running maxima (0 for -inf), added to the
+/// row sums, as A operands.
+#[inline(always)]
+fn exponentiate_rows<T: TensorElem, const MT: usize, const KN: usize, const KK: usize>(
+    s: &mut [[FragC; KN]; MT],
+    row_max: &[[f32; 2]; MT],
+    row_sum: &mut [[f32; 2]; MT],
+    score_log2: f32,
+) -> [[FragA; KK]; MT] {
     let mut p_frag = [[FragA([0; 4]); KK]; MT];
     unroll::<MT, _>(|mt| {
         unroll::<2, _>(|hf| {
@@ -208,6 +233,46 @@ pub fn online_softmax_lazy<T: TensorElem, const MT: usize, const KN: usize, cons
         p_frag[mt] = to_a_frags::<T, KN, KK>(&s[mt]);
     });
     p_frag
+}
+
+/// [`online_softmax_lazy`] for a pipeline in which O += P V of the previous step is still
+/// running: the running maxima move (and the row sums are rescaled) as there, but O is
+/// left alone. Returns P, the factors alpha that each row half's O must be multiplied by
+/// once the products writing it are done ([`rescale_o`]), and whether any row of the warp
+/// moved (else every alpha is 1).
+#[cfg_attr(not(target_feature = "sm_90a"), allow(dead_code))]
+#[inline(always)]
+pub fn online_softmax_lazy_deferred<T: TensorElem, const MT: usize, const KN: usize, const KK: usize>(
+    s: &mut [[FragC; KN]; MT],
+    row_max: &mut [[f32; 2]; MT],
+    row_sum: &mut [[f32; 2]; MT],
+    score_log2: f32,
+    slack: f32,
+) -> ([[FragA; KK]; MT], [[f32; 2]; MT], bool) {
+    let (step_max, grow) = step_maxima(s, row_max, score_log2, slack);
+    let mut alpha = [[1.0f32; 2]; MT];
+    let moved = any_sync(grow);
+    if moved {
+        unroll::<MT, _>(|mt| {
+            unroll::<2, _>(|hf| {
+                let mx = step_max[mt][hf];
+                let m_use = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+                alpha[mt][hf] = exp2((row_max[mt][hf] - m_use) * score_log2);
+                row_max[mt][hf] = mx;
+                row_sum[mt][hf] *= alpha[mt][hf];
+            })
+        });
+    }
+    (exponentiate_rows::<T, MT, KN, KK>(s, row_max, row_sum, score_log2), alpha, moved)
+}
+
+/// O *= alpha per row half (the deferred half of [`online_softmax_lazy_deferred`]).
+#[cfg_attr(not(target_feature = "sm_90a"), allow(dead_code))]
+#[inline(always)]
+pub fn rescale_o<const MT: usize, const DN: usize>(o: &mut [[FragC; DN]; MT], alpha: &[[f32; 2]; MT]) {
+    unroll::<MT, _>(|mt| {
+        unroll::<DN, _>(|dn| unroll::<4, _>(|e| o[mt][dn].0[e] *= alpha[mt][e / 2]));
+    });
 }
 
 /// The max of `m` and this step's scores of the lane's row half `hf` of one row tile,

@@ -21,12 +21,14 @@ mod combine;
 pub mod decode;
 #[cfg(target_arch = "nvptx64")]
 mod fwd;
+#[cfg(all(target_arch = "nvptx64", target_feature = "sm_90a"))]
+mod fwd_wgmma;
 #[cfg(target_arch = "nvptx64")]
 mod kv_append;
 #[cfg(target_arch = "nvptx64")]
 mod split_kv;
 #[cfg(target_arch = "nvptx64")]
-mod tile;
+pub(crate) mod tile;
 
 /// Launch parameters of the forward kernels (one definition for host and device).
 /// Strides are in elements; q and o share their layout, and k and v theirs.
@@ -173,3 +175,59 @@ pub const FWD_SMEM_BUDGET: u32 = {
     }
     m
 };
+
+/// Tile shape of a Hopper forward kernel (`fwd_wgmma`, sm_90a only): each warpgroup (4
+/// warps) owns 64 query rows and runs S = Q K^T and O += P V as `wgmma` m64 products;
+/// Q, K and V sit in SRAM in the core-matrix layout (`crate::layout::core_offset`), K/V
+/// in two stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WgTile {
+    /// Head dim the kernel is compiled for (smaller head dims are zero-padded).
+    pub d: u32,
+    pub warpgroups: u32,
+    /// Keys per K/V block: the N of S = Q K^T's product, the K of P V's.
+    pub block_n: u32,
+}
+
+impl WgTile {
+    pub const STAGES: u32 = 2;
+    pub const fn block_m(self) -> u32 {
+        self.warpgroups * 64
+    }
+    pub const fn threads(self) -> u32 {
+        self.warpgroups * 128
+    }
+    /// SRAM bytes of a tile of `rows` rows in the core-matrix layout (2.25 d per row:
+    /// 16 bytes of padding per 128-byte core matrix, see `layout::CORE_STRIDE`).
+    pub const fn tile_bytes(self, rows: u32) -> u32 {
+        crate::layout::core_tile_bytes(rows, self.d / 8)
+    }
+    /// SRAM layout: [Q: block_m rows][K: 2 x block_n rows][V: 2 x block_n rows].
+    pub const fn k_offset(self, stage: u32) -> u32 {
+        self.tile_bytes(self.block_m() + stage * self.block_n)
+    }
+    pub const fn v_offset(self, stage: u32) -> u32 {
+        self.tile_bytes(self.block_m() + (Self::STAGES + stage) * self.block_n)
+    }
+    pub const fn smem_bytes(self) -> u32 {
+        self.tile_bytes(self.block_m() + 2 * Self::STAGES * self.block_n)
+    }
+}
+
+// Hopper tiles: (block_m + 4 block_n) rows x 2.25 d bytes, one CTA per SM:
+//   d=64:  2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 144 B =  90 KiB
+//   d=128: 2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 288 B = 180 KiB
+// Registers per thread: S 64 f32 (64 rows x 128 keys over 128 threads), O d/2 f32, P 32
+// (two of them while P V overlaps the next block's softmax).
+pub const WG_D64: WgTile = WgTile { d: 64, warpgroups: 2, block_n: 128 };
+pub const WG_D128: WgTile = WgTile { d: 128, warpgroups: 2, block_n: 128 };
+
+/// The Hopper tile a head dim runs on: the head dims whose `fwd_tile_for` tile is d=64 or
+/// d=128 (33..=64 and 97..=128); None for the rest, which stay on `mma.sync`.
+pub fn wg_tile_for(head_dim: u32) -> Option<WgTile> {
+    match fwd_tile_for(head_dim)?.d {
+        64 => Some(WG_D64),
+        128 => Some(WG_D128),
+        _ => None,
+    }
+}

@@ -9,7 +9,7 @@
 //! - [`frag`]: register fragments of the tensor-core operands, fixed arrays indexed only
 //!   by constants so they stay in registers; [`mma`] multiplies them.
 //! - [`thread`], [`warp`], [`math`], [`act`] (activations), [`pack`], [`cp_async`],
-//!   [`ldmatrix`], [`atomic`].
+//!   [`ldmatrix`], [`atomic`]; on sm_90a, `wgmma` (Hopper's warpgroup tensor-core product).
 //!
 //! Each wrapper's doc line names the PTX it emits.
 
@@ -27,6 +27,9 @@ pub mod sram;
 pub mod thread;
 pub mod unroll;
 pub mod warp;
+/// Hopper only: compiled into the sm_90a PTX alone.
+#[cfg(target_feature = "sm_90a")]
+pub mod wgmma;
 
 pub use elem::{Bf16, Elem, F16, TensorElem};
 pub use frag::{FragA, FragB, FragC};

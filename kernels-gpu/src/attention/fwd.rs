@@ -88,24 +88,38 @@ unsafe fn attn_fwd<
     let v_hbm = Hbm::<u16>::from_addr(p.v).offset(kv_off);
     let (q_rs, k_rs) = (p.q_row_stride as usize, p.k_row_stride as usize);
 
-    let load_kv = |nb: i32, st: u32| {
+    // One K or V block (`v`) into stage `st`.
+    let load_block = |nb: i32, st: u32, v: bool| {
         let first = nb * BN as i32;
-        let (k_src, v_src) = (k_hbm.offset(first as usize * k_rs), v_hbm.offset(first as usize * k_rs));
+        let src = if v { v_hbm } else { k_hbm }.offset(first as usize * k_rs);
         // The row stride re-derived per block: the tile's row offsets (one 64-bit
         // product per chunk of this thread) are recomputed here, not held across the loop.
         let rs = pinned_u64(k_rs as u64) as usize;
-        unsafe {
-            load_tile::<D, PITCH>(BN, threads, tid(), s_k(st), k_src, rs, sk - first, p.head_dim);
-            load_tile::<D, PITCH>(BN, threads, tid(), s_v(st), v_src, rs, sk - first, p.head_dim);
-        }
+        let dst = if v { s_v(st) } else { s_k(st) };
+        unsafe { load_tile::<D, PITCH>(BN, threads, tid(), dst, src, rs, sk - first, p.head_dim) };
     };
+    let load_kv = |nb: i32, st: u32| {
+        load_block(nb, st, false);
+        load_block(nb, st, true);
+    };
+    // With 2 stages K and V of a block are separate groups: S = Q K^T starts while V is
+    // still in flight (a second barrier per block, before the first O += P V).
+    let split = STAGES == 2;
 
-    // Group 0: Q and the first K/V block.
+    // Group 0: Q and the first K/V block (K only when split; V is group 1).
     unsafe {
         load_tile::<D, PITCH>(block_m, threads, tid(), s_q, q_hbm.offset(r0 as usize * q_rs), q_rs, sq - r0, p.head_dim)
     };
     if nb_lo < nb_hi {
-        load_kv(nb_lo, 0);
+        if split {
+            load_block(nb_lo, 0, false);
+            commit();
+            load_block(nb_lo, 0, true);
+        } else {
+            load_kv(nb_lo, 0);
+        }
+    } else if split {
+        commit();
     }
     commit();
     // With 3 stages, group 1: the second K/V block (an empty group if there is none, so
@@ -134,14 +148,25 @@ unsafe fn attn_fwd<
         // Block nb landed (with 3 stages the newest group, block nb+1, may still be in
         // flight), and every warp is past block nb-1, so its stage can take block
         // nb + STAGES - 1: one barrier per block.
-        if STAGES == 3 {
+        // Split (2 stages): the groups in flight are K_nb, V_nb; wait for K_nb only.
+        if STAGES == 3 || split {
             wait_group::<1>();
         } else {
             wait_group::<0>();
         }
         sync_threads();
-        if nb + (STAGES as i32 - 1) < nb_hi {
-            load_kv(nb + (STAGES as i32 - 1), if stage == 0 { STAGES - 1 } else { stage - 1 });
+        let next = nb + (STAGES as i32 - 1);
+        let next_stage = if stage == 0 { STAGES - 1 } else { stage - 1 };
+        if split {
+            if next < nb_hi {
+                load_block(next, next_stage, false);
+            }
+            commit();
+            if next < nb_hi {
+                load_block(next, next_stage, true);
+            }
+        } else if next < nb_hi {
+            load_kv(next, next_stage);
         }
         commit();
         // Q's lane address re-derived per block, so the MT x DK fragment addresses are
@@ -180,6 +205,11 @@ unsafe fn attn_fwd<
             } else {
                 online_softmax::<T, MT, KN, KK, DN>(&mut s, m_run, l_run, &mut o_acc, score_log2)
             };
+            if split && step == 0 {
+                // V_nb landed (K_{nb+1}, V_{nb+1} may be in flight), for every thread.
+                wait_group::<2>();
+                sync_threads();
+            }
             accumulate_pv::<T, MT, KK, DN, PITCH>(&mut o_acc, |mt, kk| p_frag[mt][kk], s_v(stage), key0);
         });
         stage = if stage + 1 == STAGES { 0 } else { stage + 1 };

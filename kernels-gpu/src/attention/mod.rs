@@ -142,7 +142,8 @@ const fn t(
 //   d=96:  128 x 32,      4 warps x 32 rows, Q in SRAM, 3 stages: (128 + 192) x 208 B =  65 KiB
 //   d=128: 128 x 64,      4 warps x 32 rows, Q in SRAM, 2 stages: (128 + 256) x 272 B = 102 KiB
 //          (softmax in steps of 32 keys, lazy rescaling; 255 registers x 128 threads and
-//          102 KiB: two CTAs per SM on an H100, the shape of FlashAttention-2's tile)
+//          102 KiB: two CTAs per SM on an H100, the shape of FlashAttention-2's tile;
+//          with 2 stages K and V are separate cp.async groups: S starts before V lands)
 //   d=192:  64 x 32,      4 warps x 16 rows, Q in SRAM, 3 stages: (64 + 192)  x 400 B = 100 KiB
 //   d=256:  64 x 32,      4 warps x 16 rows, Q in SRAM, 3 stages: (64 + 192)  x 528 B = 132 KiB
 // All fit the 163 KiB an A100 block may opt into (H100: 227 KiB). The warp and row

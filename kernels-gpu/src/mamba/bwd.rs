@@ -112,7 +112,7 @@ unsafe fn stage_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, 
 /// is kept, nothing flows), dtu = dt u, and for a segment the walk visits dy = dout
 /// silu(z) (or dout), into the f32 tiles.
 #[inline(always)]
-unsafe fn convert_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, cta: Cta, valid: u32, walk: bool) {
+unsafe fn convert_segment<T: Elem>(p: &ScanBwdParams, lay: ScanBwdSmem, valid: u32, walk: bool) {
     let (vecs, lanes) = (SEG * T::BYTES / 16, T::LANES as u32);
     let mut i = tid();
     while i < lay.channels * vecs {
@@ -471,7 +471,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
         commit();
         wait_group::<0>();
         sync_threads();
-        unsafe { convert_segment::<T>(p, lay, cta, valid, walk) };
+        unsafe { convert_segment::<T>(p, lay, valid, walk) };
         unsafe { bc_to_f32::<T, NS>(tile, t_id, walk) };
         sync_threads();
     };

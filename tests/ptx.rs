@@ -47,6 +47,11 @@ fn number_before(line: &str, unit: &str) -> Option<u32> {
     line[..i].split_whitespace().last()?.parse().ok()
 }
 
+/// The lines where ptxas says it serialized a kernel's wgmma products.
+fn wgmma_serialized(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains("wgmma") && l.to_lowercase().contains("serialized")).collect()
+}
+
 /// Parses `ptxas -v` output into per-kernel usage.
 fn parse(log: &str) -> Vec<(String, Usage)> {
     let mut out: Vec<(String, Usage)> = vec![];
@@ -93,6 +98,11 @@ fn ptxas_accepts_every_kernel_without_spills_stack_or_smem_overrun() {
             .expect("run ptxas");
         let log = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "ptxas rejected the {} PTX:\n{log}", arch.name());
+        // ptxas only notes it (an info line, C7513 / C7518) when it serializes a kernel's
+        // wgmma products, e.g. for a wait on a branch it cannot prove uniform: the
+        // kernel still runs, several times slower.
+        let serialized = wgmma_serialized(&log);
+        assert!(serialized.is_empty(), "{}: ptxas serialized wgmma:\n{}", arch.name(), serialized.join("\n"));
         let usage = parse(&log);
         for k in KERNELS.iter().filter(|k| arch == Arch::Sm90a || !k.sm90a_only) {
             let (_, u) = usage
@@ -150,4 +160,14 @@ fn parser_reads_ptxas_output() {
     let u = parse(log);
     assert_eq!(u.len(), 1);
     assert_eq!((u[0].1.stack, u[0].1.spill_stores, u[0].1.spill_loads, u[0].1.regs, u[0].1.smem), (16, 4, 8, 40, 1024));
+}
+
+#[test]
+fn wgmma_serialization_notes_are_found() {
+    let log = "ptxas info    : Compiling entry function 'k' for 'sm_90a'\n\
+               ptxas info    : (C7518) Potential Performance Loss: wgmma.mma_async instructions are serialized \
+               due to a wait in a divergent path in the function 'k'\n\
+               ptxas info    : Used 40 registers\n";
+    assert_eq!(wgmma_serialized(log).len(), 1);
+    assert!(wgmma_serialized("ptxas info    : Used 40 registers\n").is_empty());
 }

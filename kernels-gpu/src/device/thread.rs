@@ -1,6 +1,5 @@
 //! Thread, warp and block indices; barriers.
 
-use core::arch::asm;
 use core::arch::nvptx;
 
 /// `mov.u32 %r, %tid.x`

@@ -1,7 +1,8 @@
 //! The PTX tier: every kernel of the registry, for sm_80 and sm_90a, goes through
 //! `ptxas -v`; the test fails on register spills, a stack frame, shared memory over the
-//! kernel's declared budget plus its static use, or a missing required instruction
-//! (`wgmma` for the Hopper-only kernels, which only the sm_90a PTX holds).
+//! kernel's declared budget plus its static use, a missing required instruction
+//! (`wgmma` for the Hopper-only kernels, which only the sm_90a PTX holds), or wgmma
+//! products that ptxas serialized.
 //!
 //! ptxas comes from $PTXAS, PATH, or the PyPI wheel `nvidia-cuda-nvcc-cu12`; the test
 //! fails (it does not skip) when none is found, so CI cannot pass without checking.

@@ -248,11 +248,11 @@ fn block_forward<const NS: usize>(
     });
 }
 
-/// The walk's per-step sums over a channel's `slices` (>= 4; used at >= 8) adjacent lanes, as a
-/// reduce-scatter: the values (sgb, sga, y, 0) halve over the first two slice bits (3
-/// shuffles, not 6), the rest are plain sums. Slice s < 4 ends with value 2 (s & 1) +
-/// (s >> 1) summed over the slices; each sum is ((v0 + v1) + (v2 + v3)) + ..., as with
-/// butterflies of every value, so the result is bitwise the same.
+/// The walk's per-step sums over a channel's `slices` (>= 4; used at >= 8) adjacent
+/// lanes, as a reduce-scatter: the values (sgb, sga, y, 0) halve over the first two slice
+/// bits (3 shuffles, not 6), the rest are plain sums. Slice s < 4 ends with value 2 (s &
+/// 1) + (s >> 1) summed over the slices; each sum is ((v0 + v1) + (v2 + v3)) + ..., as
+/// with butterflies of every value, so the result is bitwise the same.
 #[inline(always)]
 fn sum_over_slices(sgb: f32, sga: f32, y: f32, slice: u32, slices: u32) -> f32 {
     let (k0, k1, x0, x1) = if slice & 1 != 0 { (y, 0.0, sgb, sga) } else { (sgb, sga, y, 0.0) };
@@ -445,12 +445,12 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
     );
     // With 8 or more slices (sum_over_slices), slice s < 3 of a channel stores sum s of
     // each step (0 sgb over dt, 1 sga over dtu, 2 y over dy: the tiles are `channels` rows
-    // apart); the others hold nothing to store (`held` 3 and up). H100, b = 8, dim =
+    // apart); the others hold nothing to store (`my_sum` 3 and up). H100, b = 8, dim =
     // 4096, L = 4096: d_state 64 (8 slices) 31.98 -> 31.50 ms; d_state 16 (4 slices: 128
     // registers, the most for 4 CTAs per SM) 4.716 -> 4.781 ms, so 4 slices keep the
     // butterflies.
-    let held = if slice < 4 { (slice & 1) * 2 + (slice >> 1) } else { 4 };
-    let my_row = dt_row.skip(held.min(2) * lay.channels * lay.row_f32());
+    let my_sum = if slice < 4 { (slice & 1) * 2 + (slice >> 1) } else { 4 };
+    let my_row = dt_row.skip(my_sum.min(2) * lay.channels * lay.row_f32());
     let snap = |j: u32| Sram::at(lay.snap + ((j - 1) * lay.threads + t_id) * NS as u32 * 4);
     let tile = BcTile {
         raw: Sram::at(lay.raw_b).addr,
@@ -593,7 +593,7 @@ unsafe fn scan_bwd<T: Elem, const NS: usize, const S: u32>(p: &ScanBwdParams) {
                 // sums needed them): the sums take their place.
                 if lay.slices >= 8 {
                     let v = sum_over_slices(sgb, sga, y, slice, lay.slices);
-                    if held < 3 {
+                    if my_sum < 3 {
                         unsafe { my_row.st_f32(step * 4, v) };
                     }
                 } else {

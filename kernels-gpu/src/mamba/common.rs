@@ -31,8 +31,9 @@ pub(super) unsafe fn copy_vec<T: Elem>(dst: u32, addr: u64, row: usize, t: u32, 
 }
 
 /// Where the staged B and C rows go: the f32 tile `[step][2 states + 4]` (ScanSmem's
-/// `bc`, rows skewed by scan_bc_at). A row holds quarter 0 (states 0..4) of every slice as (B x4, C x4) pairs, then
-/// quarter 1, ...: a thread's B and C quarter are 32 contiguous bytes.
+/// `bc`, rows skewed by scan_bc_at). A row holds quarter 0 (states 0..4) of every slice
+/// as (B x4, C x4) pairs, then quarter 1, ...: a thread's B and C quarter are 32
+/// contiguous bytes.
 #[derive(Clone, Copy)]
 pub(super) struct BcTile {
     /// Staged rows: B of states 0..states, then C, `row_bytes` apart.

@@ -233,8 +233,8 @@ unsafe fn scan_fwd<T: Elem, const NS: usize>(p: &ScanFwdParams) {
             let dl = unsafe { [dl_row.ld_v4(tb * 4), dl_row.ld_v4(tb * 4 + 16)] };
             let du = unsafe { [du_row.ld_v4(tb * 4), du_row.ld_v4(tb * 4 + 16)] };
             let mut ys = [0.0f32; 8];
-            // This thread's quarter 0 in step tb's row; steps are bc_row apart.
-            // (tb is a multiple of 8, so step tb + j's row is bc_at(j) past tb's.)
+            // This thread's quarter 0 in step tb's row; tb is a multiple of 8, so step
+            // tb + j's row is bc_at(j) past it (immediate offsets).
             let row0 = Sram::at(lay.bc + lay.bc_at(tb) + slice * 32).pinned();
             unroll::<8, _>(|j| {
                 let mut bq = [[0u32; 4]; 4];

@@ -102,6 +102,14 @@ pub const fn scan_bc_at(t: u32, row: u32, elem_bytes: u32, pair: u32) -> u32 {
     t * row + 16 * ((v & 1) + pair * (v >> 1))
 }
 
+/// The forward's bc skew (scan_bc_at).
+const SCAN_FWD_BC_PAIR: u32 = 2;
+
+/// The backward's bc skew for `elem_bytes` inputs (scan_bc_at).
+const fn scan_bwd_bc_pair(elem_bytes: u32) -> u32 {
+    if elem_bytes < 4 { 4 } else { 2 }
+}
+
 /// Bytes of a bc tile of `steps` rows (scan_bc_at), a multiple of 16.
 pub const fn scan_bc_bytes(steps: u32, row: u32, elem_bytes: u32, pair: u32) -> u32 {
     (scan_bc_at(steps - 1, row, elem_bytes, pair) + row).next_multiple_of(16)
@@ -154,7 +162,7 @@ impl ScanSmem {
         let delta = 2 * stage_bytes;
         let du = delta + channels * (steps + 4) * 4;
         let bc = du + channels * (steps + 4) * 4;
-        let z = bc + scan_bc_bytes(steps, (2 * states + 4) * 4, elem_bytes, 2);
+        let z = bc + scan_bc_bytes(steps, (2 * states + 4) * 4, elem_bytes, SCAN_FWD_BC_PAIR);
         let total = z + channels * SCAN_RAW_PITCH;
         ScanSmem { slices, channels, states, steps, elem_bytes, stage_bytes, delta, du, bc, z, total }
     }
@@ -181,7 +189,7 @@ impl ScanSmem {
     }
     /// The skew of bc's rows (scan_bc_at).
     pub const fn bc_pair(self) -> u32 {
-        2
+        SCAN_FWD_BC_PAIR
     }
     /// Byte offset of step t's row in bc (scan_bc_at).
     pub const fn bc_at(self, t: u32) -> u32 {
@@ -384,7 +392,7 @@ impl ScanBwdSmem {
         let snap_bytes = (seg / SCAN_BWD_BLOCK - 1) * threads * ns * 4;
         let xch_bytes = if ns >= 8 { threads * 2 * ns * 4 } else { 0 };
         let scratch = snap_bytes + xch_bytes + red_pitch * per_step;
-        let after_bc = bc + scan_bc_bytes(seg, (2 * states + 4) * 4, elem_bytes, if elem_bytes < 4 { 4 } else { 2 });
+        let after_bc = bc + scan_bc_bytes(seg, (2 * states + 4) * 4, elem_bytes, scan_bwd_bc_pair(elem_bytes));
         let snap = if scratch <= 2 * states * raw_row { raw_b } else { after_bc };
         let xch = snap + snap_bytes;
         let red = xch + xch_bytes;
@@ -430,7 +438,7 @@ impl ScanBwdSmem {
     }
     /// The skew of bc's rows (scan_bc_at).
     pub const fn bc_pair(self) -> u32 {
-        if self.elem_bytes < 4 { 4 } else { 2 }
+        scan_bwd_bc_pair(self.elem_bytes)
     }
     /// Byte offset of step t's row in bc (scan_bc_at).
     pub const fn bc_at(self, t: u32) -> u32 {

@@ -20,15 +20,9 @@ pub(crate) fn forward<T: Element>(
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
     let (kernel, cfg) = fwd_launch(p, T::DTYPE, q.gpu().arch(), wgmma_opt_in()).ok_or_else(|| head_dim_error(p))?;
     // Limits of the launch, checked before anything is allocated: positions are i32 in
-    // the kernel, and batch x heads_q is the grid's y dimension.
+    // the kernel, and the grid's dimensions are bounded.
     check_positions(p)?;
-    if p.batch * p.heads_q > 65535 {
-        return Err(Error::Shape {
-            arg: "q",
-            got: q.shape().to_vec(),
-            expected: "batch x heads_q <= 65535 (the grid's y dimension)".into(),
-        });
-    }
+    check_grid(p, &cfg)?;
     let gpu = q.gpu().clone();
     let o = GpuTensor::<T>::uninit(&gpu, q.shape())?;
     let lse = GpuTensor::<f32>::uninit(&gpu, &[p.batch, p.heads_q, p.seqlen_q])?;
@@ -69,21 +63,49 @@ fn wgmma_opt_in() -> bool {
 
 /// The forward kernel for a problem on a GPU of build `arch` (`wgmma`: take the Hopper
 /// kernels where there is one), and its launch shape: one CTA per (query block, batch x
-/// head). None for a head dim above 256.
+/// head), the query blocks along x, or along y in the causal kernels (`heads_first`).
+/// None for a head dim above 256.
 pub(crate) fn fwd_launch(p: &Problem, dtype: DType, arch: Arch, wgmma: bool) -> Option<(String, LaunchGrid)> {
-    let bh = (p.batch * p.heads_q) as u32;
+    // Saturated: `check_grid` rejects a count past the grid's limits.
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let bh = count(p.batch * p.heads_q);
     if wgmma
         && arch == Arch::Sm90a
         && let Some(tile) = wg_tile_for(p.head_dim as u32)
     {
-        let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;
+        let m_blocks = count(p.seqlen_q.div_ceil(tile.block_m() as usize));
         let cfg = LaunchGrid { grid: (m_blocks, bh, 1), block: tile.threads(), smem: tile.smem_bytes() };
         return Some((format!("attn_fwd_wg_d{}_{}", tile.d, dtype.suffix()), cfg));
     }
     let tile = fwd_tile_for(p.head_dim as u32)?;
-    let m_blocks = p.seqlen_q.div_ceil(tile.block_m() as usize) as u32;
-    let cfg = LaunchGrid { grid: (m_blocks, bh, 1), block: tile.threads(), smem: tile.smem_bytes() };
-    Some((format!("attn_fwd_d{}_{}", tile.d, dtype.suffix()), cfg))
+    let m_blocks = count(p.seqlen_q.div_ceil(tile.block_m() as usize));
+    let (order, grid) = if heads_first(p, m_blocks) { ("causal_", (bh, m_blocks, 1)) } else { ("", (m_blocks, bh, 1)) };
+    let cfg = LaunchGrid { grid, block: tile.threads(), smem: tile.smem_bytes() };
+    Some((format!("attn_fwd_{order}d{}_{}", tile.d, dtype.suffix()), cfg))
+}
+
+/// The grid's order (the kernels' `fwd_cta`): with a causal mask (a bounded right
+/// window) query blocks differ in work, and every head's heaviest block goes first
+/// (measured +2-8% causal, docs/PERF.md), where the query blocks fit the grid's y
+/// dimension.
+fn heads_first(p: &Problem, m_blocks: u32) -> bool {
+    p.window_right.is_some() && m_blocks <= GRID_Y_MAX
+}
+
+/// The grid's y dimension holds at most 65535 CTAs.
+const GRID_Y_MAX: u32 = 65535;
+
+/// The launch fits the grid: at most 65535 along y (batch x heads_q, or the query blocks
+/// in the causal order) and 2^31 - 1 along x.
+fn check_grid(p: &Problem, cfg: &LaunchGrid) -> Result<()> {
+    if cfg.grid.1 > GRID_Y_MAX || cfg.grid.0 > i32::MAX as u32 {
+        return Err(Error::Shape {
+            arg: "q",
+            got: vec![p.batch, p.seqlen_q, p.heads_q, p.head_dim],
+            expected: "batch x heads_q <= 65535 (the grid's y dimension)".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The error for a head dim no kernel tile covers (validation rules it out first).
@@ -139,5 +161,24 @@ mod tests {
         let (kernel, cfg) = fwd_launch(&problem(128, 300), DType::F16, Arch::Sm90a, false).expect("a tile");
         assert_eq!(kernel, "attn_fwd_d128_f16");
         assert_eq!((cfg.grid, cfg.block), ((3, 8, 1), 128));
+    }
+
+    #[test]
+    fn causal_masks_run_the_heads_first_kernels() {
+        let causal = Problem { window_right: Some(0), ..problem(64, 300) };
+        let (kernel, cfg) = fwd_launch(&causal, DType::BF16, Arch::Sm90a, false).expect("a tile");
+        // (batch x heads, query blocks of 128): every head's last block starts first.
+        assert_eq!((kernel.as_str(), cfg.grid), ("attn_fwd_causal_d64_bf16", (8, 3, 1)));
+        let window = Problem { window_left: Some(5), ..problem(96, 300) };
+        let (kernel, cfg) = fwd_launch(&window, DType::F16, Arch::Sm80, false).expect("a tile");
+        assert_eq!((kernel.as_str(), cfg.grid), ("attn_fwd_d96_f16", (3, 8, 1)));
+        // More query blocks than the grid's y dimension holds: the plain order.
+        let long = Problem { seqlen_q: 65536 * 128, ..causal };
+        let (kernel, cfg) = fwd_launch(&long, DType::BF16, Arch::Sm90a, false).expect("a tile");
+        assert_eq!((kernel.as_str(), cfg.grid), ("attn_fwd_d64_bf16", (65536, 8, 1)));
+        assert!(check_grid(&long, &cfg).is_ok());
+        let heads = Problem { batch: 65536, heads_q: 1, heads_kv: 1, ..problem(64, 300) };
+        let (_, cfg) = fwd_launch(&heads, DType::BF16, Arch::Sm90a, false).expect("a tile");
+        assert!(matches!(check_grid(&heads, &cfg), Err(Error::Shape { arg: "q", .. })));
     }
 }

@@ -16,7 +16,7 @@ use super::tile::load_tile;
 use super::{AttnFwdParams, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
 use crate::device::cp_async::{commit, wait_group};
 use crate::device::ldmatrix::ldmatrix_x4;
-use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, warp};
+use crate::device::thread::{block_x, block_y, grid_x, grid_y, lane, sync_threads, tid, warp};
 use crate::device::unroll::pinned_u64;
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
@@ -25,12 +25,24 @@ use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unro
 /// which bf16 and f16 hold with their full relative precision.
 const RESCALE_SLACK: f32 = 8.0;
 
+/// This CTA's (query block, batch x head), heaviest query blocks first: with a causal
+/// mask a query block's work grows with its index, and the GPU starts CTAs in grid order
+/// (x fastest), so the longest start first and the shortest fill the tail. The grid is
+/// (query blocks, batch x heads): one head's blocks together, neighbouring CTAs sharing K
+/// and V in L2; or, HEADS_FIRST (the causal kernels), (batch x heads, query blocks):
+/// every head's block i before any head's block i - 1. Special registers only, which
+/// ptxas re-reads where it needs them instead of holding them.
+#[inline(always)]
+pub(super) fn fwd_cta<const HEADS_FIRST: bool>() -> (u32, u32) {
+    if HEADS_FIRST { (grid_y() - 1 - block_y(), block_x()) } else { (grid_x() - 1 - block_x(), block_y()) }
+}
+
 /// The kernel body. Const parameters: element type T; tile head dim D; WARPS; MT m16
 /// tiles per warp; BN keys per block; QREG (Q fragments in registers); STAGES K/V
 /// pipeline stages (2 or 3); LAZY (lazy O rescaling); and the derived fragment counts
 /// DK = D/16 (k-steps of Q K^T), DN = D/8 (n-tiles of O), KN = SN/8 (n-tiles of S) and
 /// KK = SN/16 (k-steps of P V) for SN keys per softmax step, STEPS = BN/SN softmax steps
-/// per key block; PITCH = 2D + 16.
+/// per key block; PITCH = 2D + 16; HEADS_FIRST, the grid's order (`fwd_cta`).
 #[inline(always)]
 unsafe fn attn_fwd<
     T: TensorElem,
@@ -47,6 +59,7 @@ unsafe fn attn_fwd<
     const KK: usize,
     const STEPS: usize,
     const PITCH: u32,
+    const HEADS_FIRST: bool,
 >(
     p: &AttnFwdParams,
 ) {
@@ -59,9 +72,7 @@ unsafe fn attn_fwd<
     let threads = WARPS * 32;
     let (l, w) = (lane(), warp());
 
-    // Heaviest query blocks first (causal work grows with the block index).
-    let m_block = grid_x() - 1 - block_x();
-    let bh = block_y();
+    let (m_block, bh) = fwd_cta::<HEADS_FIRST>();
     // max(1): the host never passes 0, and a provably non-zero divisor leaves no
     // divide-by-zero panic path in the kernel.
     let (b, h) = (bh / p.heads_q.max(1), bh % p.heads_q.max(1));
@@ -252,6 +263,9 @@ unsafe fn attn_fwd<
 
 macro_rules! fwd_entry {
     ($name:ident, $t:ty, $tile:expr) => {
+        fwd_entry!($name, $t, $tile, false);
+    };
+    ($name:ident, $t:ty, $tile:expr, $heads_first:expr) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(p: AttnFwdParams) {
             const TL: super::FwdTile = $tile;
@@ -271,6 +285,7 @@ macro_rules! fwd_entry {
                     { (TL.step_n / 16) as usize },
                     { (TL.block_n / TL.step_n) as usize },
                     { TL.pitch() },
+                    $heads_first,
                 >(&p)
             }
         }
@@ -289,3 +304,16 @@ fwd_entry!(attn_fwd_d96_f16, F16, FWD_D96);
 fwd_entry!(attn_fwd_d128_f16, F16, FWD_D128);
 fwd_entry!(attn_fwd_d192_f16, F16, FWD_D192);
 fwd_entry!(attn_fwd_d256_f16, F16, FWD_D256);
+// The same kernels with the causal grid order (`fwd_cta`).
+fwd_entry!(attn_fwd_causal_d32_bf16, Bf16, FWD_D32, true);
+fwd_entry!(attn_fwd_causal_d64_bf16, Bf16, FWD_D64, true);
+fwd_entry!(attn_fwd_causal_d96_bf16, Bf16, FWD_D96, true);
+fwd_entry!(attn_fwd_causal_d128_bf16, Bf16, FWD_D128, true);
+fwd_entry!(attn_fwd_causal_d192_bf16, Bf16, FWD_D192, true);
+fwd_entry!(attn_fwd_causal_d256_bf16, Bf16, FWD_D256, true);
+fwd_entry!(attn_fwd_causal_d32_f16, F16, FWD_D32, true);
+fwd_entry!(attn_fwd_causal_d64_f16, F16, FWD_D64, true);
+fwd_entry!(attn_fwd_causal_d96_f16, F16, FWD_D96, true);
+fwd_entry!(attn_fwd_causal_d128_f16, F16, FWD_D128, true);
+fwd_entry!(attn_fwd_causal_d192_f16, F16, FWD_D192, true);
+fwd_entry!(attn_fwd_causal_d256_f16, F16, FWD_D256, true);

@@ -17,7 +17,7 @@ use super::block::{Mask, inv_row_sum, mask_scores, online_softmax_lazy_deferred,
 use super::tile::load_core_tile;
 use super::{AttnFwdParams, WG_D64, WG_D128, WgTile};
 use crate::device::cp_async::{commit, wait_group};
-use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, warp};
+use crate::device::thread::{lane, sync_threads, tid, warp};
 use crate::device::unroll::pinned_u64;
 use crate::device::warp::shfl_xor;
 use crate::device::wgmma::{WgAcc, WgElem, descriptor, fence_proxy_async, hold};
@@ -53,9 +53,7 @@ unsafe fn attn_fwd_wg<
     let (l, w) = (lane(), warp());
     let g = w / 4;
 
-    // Heaviest query blocks first (causal work grows with the block index).
-    let m_block = grid_x() - 1 - block_x();
-    let bh = block_y();
+    let (m_block, bh) = super::fwd::fwd_cta::<false>();
     let (b, h) = (bh / p.heads_q.max(1), bh % p.heads_q.max(1));
     let kv_h = h / p.group.max(1);
     let (sq, sk) = (p.seqlen_q as i32, p.seqlen_k as i32);

@@ -77,8 +77,8 @@ const ATTN_BWD: &[&str] = &[
     "ex2.approx",
     "red.global.add.f32",
 ];
-/// The d=128 exchange tile: the same products and streams, P^T / dS^T stored to SRAM,
-/// and dQ added as f32 pairs (`red.global.add.v2.f32` in the sm_90a PTX, two
+/// The exchange tiles (d=64, d=128): the same products and streams, P^T / dS^T stored
+/// to SRAM, and dQ added as f32 pairs (`red.global.add.v2.f32` in the sm_90a PTX, two
 /// `red.global.add.f32` in the sm_80 PTX: the prefix of both).
 const ATTN_BWD_EXCHANGE: &[&str] = &[
     MMA,
@@ -162,8 +162,8 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_split_d256_f16", SPLIT_D256.smem_bytes(), ATTN_SPLIT),
     k("attn_bwd_d32_bf16", BWD_D32.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d32_f16", BWD_D32.smem_bytes(), ATTN_BWD),
-    k("attn_bwd_d64_bf16", BWD_D64.smem_bytes(), ATTN_BWD),
-    k("attn_bwd_d64_f16", BWD_D64.smem_bytes(), ATTN_BWD),
+    k("attn_bwd_d64_bf16", BWD_D64.smem_bytes(), ATTN_BWD_EXCHANGE),
+    k("attn_bwd_d64_f16", BWD_D64.smem_bytes(), ATTN_BWD_EXCHANGE),
     k("attn_bwd_d96_bf16", BWD_D96.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d96_f16", BWD_D96.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d128_bf16", BWD_D128.smem_bytes(), ATTN_BWD_EXCHANGE),
@@ -272,7 +272,8 @@ pub const LAUNCH_BOUNDS: &[(&str, u32, u32, u32)] = &[
 /// its whole query loop, and ptxas's allocation near 255 registers is erratic: for these
 /// kernels its default spills a few words on one target or the other, while these caps
 /// give no spills on sm_80 and sm_90a (tests/ptx.rs checks; the numbers come from
-/// scanning caps with `ptxas -v`). d64's tile fits without one.
+/// scanning caps with `ptxas -v`). d64's tile (4 warps, two CTAs per H100 SM) fits
+/// without one.
 pub const MAX_REGS: &[(&str, u32)] =
     &[("attn_bwd_d128_bf16", 255), ("attn_bwd_d128_f16", 255), ("attn_bwd_d256_bf16", 240), ("attn_bwd_d256_f16", 240)];
 

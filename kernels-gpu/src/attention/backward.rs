@@ -93,6 +93,9 @@ pub const BWD_ROW_THREADS: u32 = 256;
 /// the query block instead (each computes S, dP for its keys x block_m / d_split
 /// queries), and P^T and dS^T go through SRAM to the warps that need them: every Q / dO
 /// fragment then feeds 2 m_tiles mma without S and dP of the whole block in registers.
+/// With `exchange` and `d_split` 1 (d=64), each warp reads back only its own keys' P^T
+/// and dS^T: the SRAM round trip lets S and dP run in sub-steps while dV, dK and dQ
+/// take the whole query block at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BwdTile {
     pub d: u32,
@@ -201,7 +204,9 @@ const fn t(d: u32, warps: u32, m_tiles: u32, block_m: u32, d_split: u32, exchang
 // m_tiles s_queries / 2 each) and SRAM ((2 block_n + (2 + do_stages) block_m) x pitch
 // + (1 or 2) block_n x ds_pitch + 16 block_m):
 //   d=32:   4 warps, 64 keys x  64 queries:  32 + 64 regs; (128+256) x  80 + 64 x 144 + 1 KiB =  40 KiB
-//   d=64:   4 warps x 32 keys, 128 keys x 16 queries: 128 + 32; (256+64) x 144 + 128 x 48 + 0.25 = 51 KiB
+//   d=64:   4 warps x 32 keys (exchange, no query split: S / dP in 4 sub-steps of 16
+//           queries), 128 keys x 64 queries, two dO stages: 128 + 16;
+//           (256+256) x 144 + 2 x 128 x 144 + 1 KiB = 109 KiB (two CTAs per H100 SM)
 //   d=96:   4 warps, 64 keys x  32 queries:  96 + 32;      (128+128) x 208 + 64 x 80 + 0.5    =  57 KiB
 //   d=128:  8 warps = 4 key groups of 32 x 2 query halves (exchange, S / dP in 2 sub-steps
 //           of 16 queries), 128 keys x 64 queries, one dO stage: 128 + 32;
@@ -209,15 +214,20 @@ const fn t(d: u32, warps: u32, m_tiles: u32, block_m: u32, d_split: u32, exchang
 //   d=192:  8 warps (d split in 2), 64 keys x 32 queries:  96 + 32; (128+128) x 400 + 64 x 80 + 0.5 = 105 KiB
 //   d=256:  8 warps (d split in 2), 64 keys x 16 queries: 128 + 16; (128+64) x 528 + 64 x 48 + 0.25 = 102 KiB
 // All fit the 163 KiB an A100 block may opt into (H100: 227 KiB; d=128 with two dO
-// stages would take 173 KiB). d=64 and d=256 take small query blocks because dK and dV
-// already hold 128 registers per lane. d=64's warps own 32 keys each, so every Q / dO
-// fragment read from SRAM feeds two mma: 1.22x faster than 8 warps x 16 keys x 64
-// queries, measured in one run (PERF.md). d=128 does the same through the exchange
-// layout: 1.19-1.20x 8 warps x 16 keys x 32 queries, measured in one run (PERF.md v3;
-// 32 keys with d split in 2 and both warps recomputing S and dP was 0.73x that). One
-// sub-step of 32 queries (FA2's shape) spills at 255 registers.
+// stages would take 173 KiB). d=256 takes small query blocks because dK and dV already
+// hold 128 registers per lane. d=64's warps own 32 keys and all 64 columns of dK and dV
+// (128 registers), so S and dP run in sub-steps of 16 queries, and P^T and dS^T go
+// through SRAM so that a step covers 64 queries (two barriers and one dQ add per 64
+// query rows): 1.17-1.23x its former tile (4 warps x 32 keys x 16 queries, P^T and dS^T
+// in registers), deterministic mode 1.29-1.32x, measured in one run; 2 warps per key
+// group (64 keys, query halves), 8-warp tiles and 3 CTAs per SM were slower (PERF.md
+// v4). d=128 cannot hold 32 keys' dK and dV in one warp: 2 warps per key group split
+// the query block (the exchange layout), 1.19-1.20x 8 warps x 16 keys x 32 queries,
+// measured in one run (PERF.md v3; 32 keys with d split in 2 and both warps
+// recomputing S and dP was 0.73x that). One sub-step of 32 queries (FA2's shape)
+// spills at 255 registers.
 pub const BWD_D32: BwdTile = t(32, 4, 1, 64, 1, false, 2);
-pub const BWD_D64: BwdTile = t(64, 4, 2, 16, 1, false, 2);
+pub const BWD_D64: BwdTile = BwdTile { s_sub: 4, ..t(64, 4, 2, 64, 1, true, 2) };
 pub const BWD_D96: BwdTile = t(96, 4, 1, 32, 1, false, 2);
 pub const BWD_D128: BwdTile = BwdTile { s_sub: 2, ..t(128, 8, 2, 64, 2, true, 1) };
 pub const BWD_D192: BwdTile = t(192, 8, 1, 32, 2, false, 2);

@@ -1,6 +1,6 @@
-//! The backward's main kernel (every tile but d=128's, which runs the exchange layout of
-//! `bwd_exchange.rs`). Per CTA: keys [n0, n0 + BN) of one (batch, kv head), for every
-//! query head of its group. Warp w owns keys 16 (w / DSPLIT) .. + 16 of the block
+//! The backward's main kernel (every tile but d=64's and d=128's, which run the exchange
+//! layout of `bwd_exchange.rs`). Per CTA: keys [n0, n0 + BN) of one (batch, kv head),
+//! for every query head of its group. Warp w owns keys 16 (w / DSPLIT) .. + 16 of the block
 //! and columns SW (w % DSPLIT) .. + SW of their dK, dV (SW = D / DSPLIT); in the dQ step
 //! it owns query rows 16 (w % (BM / 16)) .. + 16 and a D / CS column chunk.
 //!
@@ -16,7 +16,7 @@
 //!   regs -> HBM   dQ += dS K (f32 red.add, or read-add-write in the deterministic
 //!                 mode) per query block; dK, dV once at the end
 
-use super::backward::{AttnBwdParams, BWD_D32, BWD_D64, BWD_D96, BWD_D192, BWD_D256};
+use super::backward::{AttnBwdParams, BWD_D32, BWD_D96, BWD_D192, BWD_D256};
 use super::block::{Mask, accumulate_pv, accumulate_rolled, scores_rolled, tanh_precise, to_a_frags};
 use super::tile::load_tile;
 use crate::device::atomic::red_add_f32;
@@ -390,12 +390,10 @@ macro_rules! bwd_entry {
 }
 
 bwd_entry!(attn_bwd_d32_bf16, Bf16, BWD_D32);
-bwd_entry!(attn_bwd_d64_bf16, Bf16, BWD_D64);
 bwd_entry!(attn_bwd_d96_bf16, Bf16, BWD_D96);
 bwd_entry!(attn_bwd_d192_bf16, Bf16, BWD_D192);
 bwd_entry!(attn_bwd_d256_bf16, Bf16, BWD_D256);
 bwd_entry!(attn_bwd_d32_f16, F16, BWD_D32);
-bwd_entry!(attn_bwd_d64_f16, F16, BWD_D64);
 bwd_entry!(attn_bwd_d96_f16, F16, BWD_D96);
 bwd_entry!(attn_bwd_d192_f16, F16, BWD_D192);
 bwd_entry!(attn_bwd_d256_f16, F16, BWD_D256);

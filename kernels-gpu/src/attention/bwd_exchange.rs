@@ -1,6 +1,8 @@
 //! The backward's main kernel in FlashAttention-2's exchange layout (`BwdTile::exchange`,
-//! the d=128 tile). Per CTA: keys [n0, n0 + BN) of one (batch, kv head), for every query
-//! head of its group, as in `bwd.rs`; the warps are arranged differently per product:
+//! the d=64 and d=128 tiles; d=64's DSPLIT is 1: no query split, each warp's S / dP
+//! sub-steps cover the whole query block and it reads back its own keys' P^T, dS^T).
+//! Per CTA: keys [n0, n0 + BN) of one (batch, kv head), for every query head of its
+//! group, as in `bwd.rs`; the warps are arranged differently per product:
 //!
 //! - S^T = K Q^T and dP^T = V dO^T: warp w takes keys 16 MT (w / DSPLIT) .. + 16 MT and
 //!   queries SQ (w % DSPLIT) .. + SQ (SQ = BM / DSPLIT), in SUBS sub-steps of SQ / SUBS
@@ -8,7 +10,7 @@
 //!   fragment feeds SQ / SUBS / 8 mma and each Q / dO fragment MT.
 //! - dV += P^T dO and dK += dS^T Q: warp w takes the same keys and columns
 //!   SW (w % DSPLIT) .. + SW (SW = D / DSPLIT) over the whole query block, reading P^T
-//!   and dS^T (both query quadrants) from SRAM.
+//!   and dS^T (every query part of its keys) from SRAM.
 //! - dQ = dS K: warp w takes query rows 16 MQ (w % (BM / 16 MQ)) .. + 16 MQ and a D / CS
 //!   column chunk.
 //!
@@ -24,7 +26,7 @@
 //!   regs -> HBM   dQ += dS K (f32 red.add, or read-add-write in the deterministic
 //!                 mode) per query block; dK, dV once at the end
 
-use super::backward::{AttnBwdParams, BWD_D128};
+use super::backward::{AttnBwdParams, BWD_D64, BWD_D128};
 use super::block::{Mask, accumulate_rolled, scores_rolled, tanh_precise, to_a_frags};
 use super::bwd::grad_scores;
 use super::tile::load_tile;
@@ -410,5 +412,7 @@ macro_rules! bwd_exchange_entry {
     };
 }
 
+bwd_exchange_entry!(attn_bwd_d64_bf16, Bf16, BWD_D64);
+bwd_exchange_entry!(attn_bwd_d64_f16, F16, BWD_D64);
 bwd_exchange_entry!(attn_bwd_d128_bf16, Bf16, BWD_D128);
 bwd_exchange_entry!(attn_bwd_d128_f16, F16, BWD_D128);

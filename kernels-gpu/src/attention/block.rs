@@ -93,6 +93,17 @@ pub fn scores<T: TensorElem, const MT: usize, const DK: usize, const KN: usize, 
     k_tile: Sram,
     key0: u32,
 ) -> [[FragC; KN]; MT] {
+    scores_at::<T, MT, DK, KN, KK>(q_at, |key, chunk| k_tile.byte(key * PITCH + chunk * 16), key0)
+}
+
+/// [`scores`] over any K tile layout: `k_at(key, chunk)` is the shared address of 16-byte
+/// chunk `chunk` (d columns 8 chunk .. 8 chunk + 7) of key `key`.
+#[inline(always)]
+pub fn scores_at<T: TensorElem, const MT: usize, const DK: usize, const KN: usize, const KK: usize>(
+    q_at: impl Fn(usize, usize) -> FragA,
+    k_at: impl Fn(u32, u32) -> u32,
+    key0: u32,
+) -> [[FragC; KN]; MT] {
     const { assert!(KK * 2 == KN) };
     let l = lane();
     let mut s = [[FragC::zero(); KN]; MT];
@@ -102,7 +113,7 @@ pub fn scores<T: TensorElem, const MT: usize, const DK: usize, const KN: usize, 
         unroll::<KK, _>(|jj| {
             // Keys 16jj .. 16jj+15 (n-tiles 2jj, 2jj+1), d columns 16kk .. 16kk+15.
             let key = key0 + jj as u32 * 16 + l % 8 + (l / 16) * 8;
-            let r = unsafe { ldmatrix_x4(k_tile.byte(key * PITCH + (kk as u32 * 2 + (l / 8) % 2) * 16)) };
+            let r = unsafe { ldmatrix_x4(k_at(key, kk as u32 * 2 + (l / 8) % 2)) };
             let (b0, b1) = (FragB([r[0], r[1]]), FragB([r[2], r[3]]));
             unroll::<MT, _>(|mt| {
                 T::mma(&mut s[mt][2 * jj], &qa[mt], &b0);
@@ -353,6 +364,18 @@ pub fn accumulate_pv<T: TensorElem, const MT: usize, const KK: usize, const DN: 
     v_tile: Sram,
     key0: u32,
 ) {
+    accumulate_pv_at::<T, MT, KK, DN>(o_acc, p_at, |key, chunk| v_tile.byte(key * PITCH + chunk * 16), key0)
+}
+
+/// [`accumulate_pv`] over any V tile layout: `v_at(key, chunk)` is the shared address of
+/// 16-byte chunk `chunk` (d columns 8 chunk .. 8 chunk + 7) of key `key`.
+#[inline(always)]
+pub fn accumulate_pv_at<T: TensorElem, const MT: usize, const KK: usize, const DN: usize>(
+    o_acc: &mut [[FragC; DN]; MT],
+    p_at: impl Fn(usize, usize) -> FragA,
+    v_at: impl Fn(u32, u32) -> u32,
+    key0: u32,
+) {
     let l = lane();
     unroll::<KK, _>(|kk| {
         let mut pa = [FragA([0; 4]); MT];
@@ -361,7 +384,7 @@ pub fn accumulate_pv<T: TensorElem, const MT: usize, const KK: usize, const DN: 
             if dn % 2 == 0 {
                 // Keys 16kk .. 16kk+15, d columns 8dn .. 8dn+15 (n-tiles dn, dn+1).
                 let key = key0 + kk as u32 * 16 + l % 16;
-                let r = unsafe { ldmatrix_x4_trans(v_tile.byte(key * PITCH + (dn as u32 + l / 16) * 16)) };
+                let r = unsafe { ldmatrix_x4_trans(v_at(key, dn as u32 + l / 16)) };
                 let (b0, b1) = (FragB([r[0], r[1]]), FragB([r[2], r[3]]));
                 unroll::<MT, _>(|mt| {
                     T::mma(&mut o_acc[mt][dn], &pa[mt], &b0);

@@ -122,13 +122,19 @@ impl SplitTile {
     pub const fn threads(self) -> u32 {
         self.warps * 32
     }
-    /// SRAM row pitch: the row plus 16 bytes (ldmatrix rows in distinct bank groups).
+    /// SRAM row pitch of the Q tile: the row plus 16 bytes (ldmatrix rows in distinct
+    /// bank groups).
     pub const fn pitch(self) -> u32 {
         self.d * 2 + 16
     }
-    /// [Q: 16 rows][K: stages x block_n rows][V: stages x block_n rows].
+    /// SRAM bytes of a K or V row: 2d, no padding; the 16-byte chunks swizzled
+    /// (`layout::swizzle_chunk`), so that each 128-byte line of HBM lands on one SRAM line.
+    pub const fn kv_row_bytes(self) -> u32 {
+        self.d * 2
+    }
+    /// [Q: 16 rows x pitch][K: stages x block_n rows][V: stages x block_n rows].
     pub const fn smem_bytes(self) -> u32 {
-        (SPLIT_ROWS + 2 * self.stages * self.block_n) * self.pitch()
+        SPLIT_ROWS * self.pitch() + 2 * self.stages * self.block_n * self.kv_row_bytes()
     }
     /// f32 row pitch of the warps' O exchange (padded against bank conflicts).
     pub const fn merge_pitch(self) -> u32 {
@@ -143,16 +149,18 @@ impl SplitTile {
 
 const fn s(d: u32, warps: u32, block_n: u32, stages: u32, fill_per_sm: u32) -> SplitTile {
     let t = SplitTile { d, warps, block_n, stages, fill_per_sm };
-    assert!(block_n == 16 * warps && t.merge_bytes() <= t.smem_bytes() - SPLIT_ROWS * t.pitch());
+    // K / V stages start on a 128-byte line (the swizzle permutes chunks within lines).
+    assert!(block_n == 16 * warps && (SPLIT_ROWS * t.pitch()).is_multiple_of(128));
+    assert!(t.merge_bytes() <= t.smem_bytes() - SPLIT_ROWS * t.pitch());
     t
 }
 
-// Tile shapes and SRAM budgets: (16 + 2 stages x 64) rows x pitch (2d + 16 bytes).
-// The kernel is bound by reading K and V from HBM; the stages keep enough bytes in
-// flight per SM (H100: ~3 TB/s x ~1.5 us / 132 SMs ~ 34 KB) with 2-3 CTAs per SM:
-//   d=64:  4 warps x 16 keys, 3 stages: (16 + 384) x 144 B =  56 KiB (3 CTAs / SM)
-//   d=128: 4 warps x 16 keys, 3 stages: (16 + 384) x 272 B = 106 KiB (2 CTAs / SM)
-//   d=256: 4 warps x 16 keys, 2 stages: (16 + 256) x 528 B = 140 KiB (1 CTA / SM)
+// Tile shapes and SRAM budgets: Q 16 rows x (2d + 16) B, then K and V: 2 x stages x 64
+// rows x 2d B. The kernel is bound by reading K and V from HBM; the stages keep enough
+// bytes in flight per SM (H100: ~3 TB/s x ~1.5 us / 132 SMs ~ 34 KB):
+//   d=64:  4 warps x 16 keys, 3 stages: 2304 + 384 x 128 B =  50 KiB (3 CTAs / SM)
+//   d=128: 4 warps x 16 keys, 3 stages: 4352 + 384 x 256 B = 100 KiB (2 CTAs / SM)
+//   d=256: 4 warps x 16 keys, 2 stages: 8448 + 256 x 512 B = 136 KiB (1 CTA / SM)
 // The default split count fills one CTA per SM at d=128: one CTA (64 KiB in flight)
 // streams as fast as two, and half the splits halve the merge (H100, 2026-11-22:
 // GQA 8 kv heads, L=32k: 16 splits 57.7 us, 32 splits 60.8 us, 12 and 24 splits 63.3
@@ -216,6 +224,38 @@ mod tests {
         assert_eq!(split_tile_for(72), Some(SPLIT_D128));
         assert_eq!(split_tile_for(256), Some(SPLIT_D256));
         assert_eq!(split_tile_for(264), None);
+    }
+
+    #[test]
+    fn kv_rows_land_line_by_line_and_ldmatrix_is_conflict_free() {
+        use crate::layout::swizzle_chunk;
+        for t in SPLIT_TILES {
+            let (row, chunks) = (t.kv_row_bytes(), t.d / 8);
+            // The kernel's K / V layout (stages start on a 128-byte line: see `s`).
+            let at = |r: u32, ch: u32| r * row + swizzle_chunk(r, ch, chunks) * 16;
+            for r in 0..t.block_n {
+                // cp.async: a quarter warp copies chunks 8i .. 8i+7 of a row, one
+                // 128-byte line of HBM; they fill one SRAM line, one chunk each.
+                for i in 0..chunks / 8 {
+                    let mut seen = [false; 8];
+                    for ch in 8 * i..8 * i + 8 {
+                        assert_eq!(at(r, ch) / 128, (r * row) / 128 + i, "{t:?} row {r} chunk {ch}");
+                        seen[((at(r, ch) % 128) / 16) as usize] = true;
+                    }
+                    assert!(seen.iter().all(|&s| s), "{t:?} row {r} line {i}");
+                }
+            }
+            // ldmatrix: 8 rows from a multiple of 8 at one logical chunk, 8 bank groups.
+            for r0 in (0..t.block_n).step_by(8) {
+                for ch in 0..chunks {
+                    let mut groups = [false; 8];
+                    for r in r0..r0 + 8 {
+                        groups[((at(r, ch) / 16) % 8) as usize] = true;
+                    }
+                    assert!(groups.iter().all(|&g| g), "{t:?} rows {r0}.. chunk {ch}");
+                }
+            }
+        }
     }
 
     #[test]

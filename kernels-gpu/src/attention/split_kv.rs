@@ -5,7 +5,11 @@
 //!
 //! Memory story:
 //!   HBM  -> SRAM  Q rows once; K, V key blocks (64 keys), STAGES deep, cp.async with the
-//!                 L2 prefetch hint, through the page table when the cache is paged
+//!                 L2 prefetch hint, through the page table when the cache is paged;
+//!                 K / V rows unpadded (2D bytes) with their 16-byte chunks swizzled, so
+//!                 that each 128-byte line of HBM is one L2 request and one SRAM
+//!                 wavefront (padded rows, 16 bytes off the line, asked for 1.5x the
+//!                 sectors) and ldmatrix stays free of bank conflicts
 //!   SRAM -> regs  ldmatrix: Q and K plain, V transposed; warp w loads and takes keys
 //!                 16w..16w+15 of every block, so the warps stream independently
 //!   regs          S, P, each warp's O accumulator and softmax state (16 rows)
@@ -14,10 +18,10 @@
 //!   HBM  -> regs  (splits > 1) the last CTA of the row block to finish reads every
 //!                 split's o and lse back (from L2) and writes o and lse (`combine.rs`)
 
-use super::block::{Mask, accumulate_pv, inv_row_sum, mask_scores, online_softmax, row_lse, scores, softcap};
+use super::block::{Mask, accumulate_pv_at, inv_row_sum, mask_scores, online_softmax, row_lse, scores_at, softcap};
 use super::combine::{MergeRow, merge_row};
 use super::decode::{AttnSplitParams, SPLIT_D64, SPLIT_D128, SPLIT_D256, SPLIT_ROWS};
-use super::tile::load_tile_by;
+use super::tile::load_tile_at;
 use crate::device::atomic::{atom_add_acq_rel_u32, fence_gpu};
 use crate::device::cp_async::{commit, cp_async_16, cp_async_16_prefetch, wait_group};
 use crate::device::ldmatrix::ldmatrix_x4;
@@ -25,11 +29,12 @@ use crate::device::math::{exp2, max};
 use crate::device::thread::{block_x, block_y, block_z, grid_y, lane, sync_threads, sync_warp, tid, warp};
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
+use crate::layout::swizzle_chunk;
 
 /// Const parameters: element type T; tile head dim D; WARPS (each 16 keys of a BN-key
 /// block); STAGES deep K/V pipeline and WAIT = STAGES - 2 (the cp.async groups that may
 /// stay in flight when a block is computed); DK = D/16 k-steps of Q K^T, DN = D/8
-/// n-tiles of O; PITCH = 2D + 16; MPITCH the merge's f32 row pitch.
+/// n-tiles of O; PITCH = 2D + 16, the Q rows' pitch; MPITCH the merge's f32 row pitch.
 #[inline(always)]
 unsafe fn attn_split<
     T: TensorElem,
@@ -71,11 +76,15 @@ unsafe fn attn_split<
     let per = ((nb_end - nb_first) as u32).div_ceil(p.splits.max(1)) as i32;
     let nb_lo = if nb_first + split as i32 * per < nb_end { nb_first + split as i32 * per } else { nb_end };
     let nb_hi = if nb_lo + per < nb_end { nb_lo + per } else { nb_end };
+    let n_blocks = nb_hi - nb_lo;
 
-    // SRAM: Q rows at 0, then K stages, then V stages (SplitTile::smem_bytes).
+    // SRAM: Q rows at 0, then K stages, then V stages (SplitTile::smem_bytes). A K / V
+    // row is 2D bytes; chunk ch of row r sits at chunk swizzle_chunk(r, ch).
     let s_q = Sram::at(0);
-    let s_k = |st: u32| Sram::at((rows_per_cta + st * bn) * PITCH);
-    let s_v = |st: u32| Sram::at((rows_per_cta + (STAGES + st) * bn) * PITCH);
+    let row_bytes = 2 * D;
+    let s_k = |st: u32| Sram::at(rows_per_cta * PITCH + st * bn * row_bytes);
+    let s_v = |st: u32| Sram::at(rows_per_cta * PITCH + (STAGES + st) * bn * row_bytes);
+    let kv_at = |r: u32, ch: u32| r * row_bytes + swizzle_chunk(r, ch, D / 8) * 16;
 
     // Q rows: each its own (token, head) address; rows past the end arrive as zeros.
     let q_hbm = Hbm::<u16>::from_addr(p.q).offset(b as usize * p.q_batch_stride as usize);
@@ -102,22 +111,26 @@ unsafe fn attn_split<
     let (k_hbm, v_hbm) = (Hbm::<u16>::from_addr(p.k), Hbm::<u16>::from_addr(p.v));
     let load_kv = |nb: i32, st: u32| {
         let first = (nb * bn as i32) as u32;
-        // Element offset of key `first`, kv head kv_h: a page holds whole key blocks.
+        // Element offset of this warp's first key, kv head kv_h: a page holds whole
+        // key blocks, so the warp's 16 keys lie in one page.
         let row0 = if p.block_table != 0 {
-            let ps = p.page_size.max(1);
-            let page = unsafe { table.load((b * p.pages_per_seq + first / ps) as usize) };
-            page as usize * p.kv_seq_stride as usize + (first % ps) as usize * k_rs
+            let (ps, warp_first) = (p.page_size.max(1), first + key0);
+            let page = unsafe { table.load((b * p.pages_per_seq + warp_first / ps) as usize) };
+            page as usize * p.kv_seq_stride as usize + (warp_first % ps) as usize * k_rs
         } else {
-            b as usize * p.kv_seq_stride as usize + first as usize * k_rs
+            b as usize * p.kv_seq_stride as usize + (first + key0) as usize * k_rs
         } + (kv_h * hd) as usize;
         // This warp's 16 keys only: it alone reads them (no CTA barrier per block).
-        let (row0, rows_valid) = (row0 + (key0 as usize) * k_rs, len - first as i32 - key0 as i32);
-        let at = key0 * PITCH;
-        // Whole rows read once: the copies ask L2 for whole 128-byte lines.
+        let rows_valid = len - first as i32 - key0 as i32;
+        // Whole rows read once: the copies ask L2 for whole 128-byte lines, and each
+        // line lands, its chunks swizzled, on one line of SRAM.
         let copy = |d, s, n| unsafe { cp_async_16_prefetch(d, s, n) };
+        let (sk, sv) = (s_k(st), s_v(st));
+        let k_place = |r: u32, ch: u32| sk.byte(kv_at(key0 + r, ch));
+        let v_place = |r: u32, ch: u32| sv.byte(kv_at(key0 + r, ch));
         unsafe {
-            load_tile_by::<D, PITCH>(copy, 16, 32, l, s_k(st).skip(at), k_hbm.offset(row0), k_rs, rows_valid, hd);
-            load_tile_by::<D, PITCH>(copy, 16, 32, l, s_v(st).skip(at), v_hbm.offset(row0), k_rs, rows_valid, hd);
+            load_tile_at::<D>(copy, k_place, 16, 32, l, k_hbm.offset(row0), k_rs, rows_valid, hd);
+            load_tile_at::<D>(copy, v_place, 16, 32, l, v_hbm.offset(row0), k_rs, rows_valid, hd);
         }
     };
 
@@ -125,7 +138,7 @@ unsafe fn attn_split<
     // when there is none, so that group i always holds block nb_lo + i).
     let mut i = 0;
     while i < STAGES - 1 {
-        if nb_lo + (i as i32) < nb_hi {
+        if (i as i32) < n_blocks {
             load_kv(nb_lo + i as i32, i);
         }
         commit();
@@ -137,27 +150,30 @@ unsafe fn attn_split<
     let mut row_max = [[f32::NEG_INFINITY; 2]; 1];
     let mut row_sum = [[0.0f32; 2]; 1];
 
-    let mut nb = nb_lo;
+    // ib: this split's block number; nb: the block's number in the sequence.
+    let mut ib = 0i32;
     let mut stage = 0u32;
-    while nb < nb_hi {
+    while ib < n_blocks {
+        let nb = nb_lo + ib;
         // This warp's part of block nb landed, and the warp is past block nb-1, whose
         // stage takes nb+STAGES-1. Each warp reads only the keys it loaded, so a warp
         // barrier suffices, except that the first block waits for every warp's Q rows.
         wait_group::<WAIT>();
-        if nb == nb_lo {
+        if ib == 0 {
             sync_threads();
         } else {
             sync_warp();
         }
-        if nb + (STAGES as i32 - 1) < nb_hi {
+        if ib + (STAGES as i32 - 1) < n_blocks {
             load_kv(nb + STAGES as i32 - 1, if stage == 0 { STAGES - 1 } else { stage - 1 });
         }
         commit();
 
         let s_q_now = s_q.pinned();
-        let mut s = scores::<T, 1, DK, 2, 1, PITCH>(
+        let (sk, sv) = (s_k(stage), s_v(stage));
+        let mut s = scores_at::<T, 1, DK, 2, 1>(
             |_, kk| FragA(unsafe { ldmatrix_x4(s_q_now.byte(q_lane + kk as u32 * 32)) }),
-            s_k(stage),
+            |key, ch| sk.byte(kv_at(key, ch)),
             key0,
         );
         if p.softcap != 0 {
@@ -169,10 +185,10 @@ unsafe fn attn_split<
             mask_scores(&mut s, mask, row_of, c0 + key0 as i32);
         }
         let p_frag = online_softmax::<T, 1, 2, 1, DN>(&mut s, &mut row_max, &mut row_sum, &mut o_acc, p.score_log2);
-        accumulate_pv::<T, 1, 1, DN, PITCH>(&mut o_acc, |mt, kk| p_frag[mt][kk], s_v(stage), key0);
+        accumulate_pv_at::<T, 1, 1, DN>(&mut o_acc, |mt, kk| p_frag[mt][kk], |key, ch| sv.byte(kv_at(key, ch)), key0);
 
         stage = if stage + 1 == STAGES { 0 } else { stage + 1 };
-        nb += 1;
+        ib += 1;
     }
     wait_group::<0>();
     sync_threads();

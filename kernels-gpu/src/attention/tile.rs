@@ -59,6 +59,36 @@ pub unsafe fn load_tile_by<const D: u32, const PITCH: u32>(
     }
 }
 
+/// [`load_tile_by`] into any tile layout: `place(row, chunk)` is the shared address of
+/// 16-byte chunk `chunk` of row `row` (the split-KV decode's swizzled K / V rows).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub unsafe fn load_tile_at<const D: u32>(
+    copy: impl Fn(u32, *const u8, u32),
+    place: impl Fn(u32, u32) -> u32,
+    rows: u32,
+    threads: u32,
+    t: u32,
+    src: Hbm<u16>,
+    row_stride: usize,
+    rows_valid: i32,
+    head_dim: u32,
+) {
+    let chunks = D / 8;
+    let total = rows * chunks;
+    let mut i = 0;
+    while i < total.div_ceil(threads) {
+        let c = t + i * threads;
+        if total % threads == 0 || c < total {
+            let (r, ch) = (c / chunks, c % chunks);
+            let ok = (r as i32) < rows_valid && ch * 8 < head_dim;
+            let from = if ok { src.offset(r as usize * row_stride + ch as usize * 8).ptr() } else { src.ptr() };
+            copy(place(r, ch), from as *const u8, if ok { 16 } else { 0 });
+        }
+        i += 1;
+    }
+}
+
 /// [`load_tile`] into the `wgmma` core-matrix layout (`crate::layout::core_offset`, D/8
 /// chunks a row) instead of padded rows. Chunks go round-robin in row order, as in
 /// [`load_tile`]: 8 consecutive threads read one 128-byte line of a row and, with the

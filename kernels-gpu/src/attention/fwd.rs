@@ -10,16 +10,18 @@
 //!   regs -> HBM   O (rounded) and lse, once
 
 use super::block::{
-    Mask, accumulate_pv, inv_row_sum, mask_scores, online_softmax, online_softmax_lazy, row_lse, scores, softcap,
+    Mask, accumulate_pv, accumulate_pv_at, inv_row_sum, mask_scores, online_softmax, online_softmax_lazy, row_lse,
+    scores, scores_at, softcap,
 };
-use super::tile::load_tile;
+use super::tile::{load_tile, load_tile_at};
 use super::{AttnFwdParams, FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256};
-use crate::device::cp_async::{commit, wait_group};
+use crate::device::cp_async::{commit, cp_async_16, wait_group};
 use crate::device::ldmatrix::ldmatrix_x4;
 use crate::device::thread::{block_x, block_y, grid_x, grid_y, lane, sync_threads, tid, warp};
 use crate::device::unroll::pinned_u64;
 use crate::device::warp::shfl_xor;
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
+use crate::layout::swizzle_chunk;
 
 /// Lazy rescaling's slack (see `online_softmax_lazy`), in the exp2 domain: P <= 2^8,
 /// which bf16 and f16 hold with their full relative precision.
@@ -42,7 +44,8 @@ pub(super) fn fwd_cta<const HEADS_FIRST: bool>() -> (u32, u32) {
 /// pipeline stages (2 or 3); LAZY (lazy O rescaling); and the derived fragment counts
 /// DK = D/16 (k-steps of Q K^T), DN = D/8 (n-tiles of O), KN = SN/8 (n-tiles of S) and
 /// KK = SN/16 (k-steps of P V) for SN keys per softmax step, STEPS = BN/SN softmax steps
-/// per key block; PITCH = 2D + 16; HEADS_FIRST, the grid's order (`fwd_cta`).
+/// per key block; PITCH = 2D + 16; HEADS_FIRST, the grid's order (`fwd_cta`); SWZ, K / V
+/// rows unpadded and swizzled (`FwdTile::kv_swizzle`).
 #[inline(always)]
 unsafe fn attn_fwd<
     T: TensorElem,
@@ -60,6 +63,7 @@ unsafe fn attn_fwd<
     const STEPS: usize,
     const PITCH: u32,
     const HEADS_FIRST: bool,
+    const SWZ: bool,
 >(
     p: &AttnFwdParams,
 ) {
@@ -89,8 +93,16 @@ unsafe fn attn_fwd<
 
     // SRAM (see FwdTile): Q at 0, then K stages, then V stages.
     let s_q = Sram::at(0);
-    let s_k = |st: u32| Sram::at((block_m + st * BN) * PITCH);
-    let s_v = |st: u32| Sram::at((block_m + (STAGES + st) * BN) * PITCH);
+    let s_k = |st: u32| Sram::at(if SWZ { block_m * PITCH + st * BN * 2 * D } else { (block_m + st * BN) * PITCH });
+    let s_v = |st: u32| {
+        Sram::at(if SWZ {
+            block_m * PITCH + (STAGES + st) * BN * 2 * D
+        } else {
+            (block_m + (STAGES + st) * BN) * PITCH
+        })
+    };
+    // With SWZ, K / V row r is 2D bytes and its chunk ch sits at swizzle_chunk(r, ch).
+    let kv_at = |r: u32, ch: u32| r * 2 * D + swizzle_chunk(r, ch, D / 8) * 16;
 
     let q_hbm =
         Hbm::<u16>::from_addr(p.q).offset(b as usize * p.q_batch_stride as usize + h as usize * p.head_dim as usize);
@@ -107,7 +119,13 @@ unsafe fn attn_fwd<
         // product per chunk of this thread) are recomputed here, not held across the loop.
         let rs = pinned_u64(k_rs as u64) as usize;
         let dst = if v { s_v(st) } else { s_k(st) };
-        unsafe { load_tile::<D, PITCH>(BN, threads, tid(), dst, src, rs, sk - first, p.head_dim) };
+        if SWZ {
+            let copy = |to, from, n| unsafe { cp_async_16(to, from, n) };
+            let place = |r, ch| dst.byte(kv_at(r, ch));
+            unsafe { load_tile_at::<D>(copy, place, BN, threads, tid(), src, rs, sk - first, p.head_dim) };
+        } else {
+            unsafe { load_tile::<D, PITCH>(BN, threads, tid(), dst, src, rs, sk - first, p.head_dim) };
+        }
     };
     let load_kv = |nb: i32, st: u32| {
         load_block(nb, st, false);
@@ -193,11 +211,20 @@ unsafe fn attn_fwd<
         // warp), the soft-cap and mask, the online softmax, O += P V.
         unroll::<STEPS, _>(|step| {
             let key0 = (step * KN * 8) as u32;
-            let mut s = scores::<T, MT, DK, KN, KK, PITCH>(
-                |mt, kk| if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(s_q_now, mt, kk)) }) },
-                s_k(stage),
-                key0,
-            );
+            let mut s = if SWZ {
+                let s_k_now = s_k(stage);
+                scores_at::<T, MT, DK, KN, KK>(
+                    |mt, kk| if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(s_q_now, mt, kk)) }) },
+                    |key, ch| s_k_now.byte(kv_at(key, ch)),
+                    key0,
+                )
+            } else {
+                scores::<T, MT, DK, KN, KK, PITCH>(
+                    |mt, kk| if QREG { q_frag[mt][kk] } else { FragA(unsafe { ldmatrix_x4(q_addr(s_q_now, mt, kk)) }) },
+                    s_k(stage),
+                    key0,
+                )
+            };
 
             // Soft-capping, then the mask where this step crosses a boundary.
             if p.softcap != 0 {
@@ -221,7 +248,13 @@ unsafe fn attn_fwd<
                 wait_group::<2>();
                 sync_threads();
             }
-            accumulate_pv::<T, MT, KK, DN, PITCH>(&mut o_acc, |mt, kk| p_frag[mt][kk], s_v(stage), key0);
+            if SWZ {
+                let s_v_now = s_v(stage);
+                let v_at = |key, ch| s_v_now.byte(kv_at(key, ch));
+                accumulate_pv_at::<T, MT, KK, DN>(&mut o_acc, |mt, kk| p_frag[mt][kk], v_at, key0);
+            } else {
+                accumulate_pv::<T, MT, KK, DN, PITCH>(&mut o_acc, |mt, kk| p_frag[mt][kk], s_v(stage), key0);
+            }
         });
         stage = if stage + 1 == STAGES { 0 } else { stage + 1 };
         nb += 1;
@@ -286,6 +319,7 @@ macro_rules! fwd_entry {
                     { (TL.block_n / TL.step_n) as usize },
                     { TL.pitch() },
                     $heads_first,
+                    { TL.kv_swizzle },
                 >(&p)
             }
         }

@@ -91,6 +91,9 @@ pub struct FwdTile {
     /// Rescale O only when some row's running max grows by more than 2^8 (see
     /// `block::online_softmax_lazy`), else at every max change.
     pub lazy_rescale: bool,
+    /// K / V rows stored unpadded with their 16-byte chunks swizzled
+    /// (`layout::swizzle_chunk`; rows of whole 8-chunk groups only, see `kv_row_bytes`).
+    pub kv_swizzle: bool,
 }
 
 impl FwdTile {
@@ -106,18 +109,22 @@ impl FwdTile {
     pub const fn pitch(self) -> u32 {
         self.d * 2 + 16
     }
-    /// SRAM layout: [Q: block_m rows][K: stages x block_n rows][V: stages x block_n].
-    pub const fn q_offset(self) -> u32 {
-        0
+    /// SRAM bytes per K / V row: the padded pitch, or 2d with `kv_swizzle`. Swizzled,
+    /// each 128-byte line of HBM lands on one line of SRAM; the padded rows split 7 in 8
+    /// of them over two lines: 1.5x the L2 sectors and 2.6x the shared wavefronts per
+    /// cp.async (docs/PERF.md). Q keeps the padded rows (loaded once per CTA).
+    pub const fn kv_row_bytes(self) -> u32 {
+        if self.kv_swizzle { self.d * 2 } else { self.pitch() }
     }
+    /// SRAM layout: [Q: block_m rows][K: stages x block_n rows][V: stages x block_n].
     pub const fn k_offset(self, stage: u32) -> u32 {
-        (self.block_m() + stage * self.block_n) * self.pitch()
+        self.block_m() * self.pitch() + stage * self.block_n * self.kv_row_bytes()
     }
     pub const fn v_offset(self, stage: u32) -> u32 {
-        (self.block_m() + (self.stages + stage) * self.block_n) * self.pitch()
+        self.k_offset(self.stages + stage)
     }
     pub const fn smem_bytes(self) -> u32 {
-        (self.block_m() + 2 * self.stages * self.block_n) * self.pitch()
+        self.k_offset(2 * self.stages)
     }
 }
 
@@ -132,13 +139,15 @@ const fn t(
     stages: u32,
     lazy_rescale: bool,
 ) -> FwdTile {
-    FwdTile { d, warps, m_tiles, block_n, step_n, q_in_regs, stages, lazy_rescale }
+    FwdTile { d, warps, m_tiles, block_n, step_n, q_in_regs, stages, lazy_rescale, kv_swizzle: false }
 }
 
-// Tile shapes and SRAM budgets: (block_m + 2 x stages x block_n) rows x pitch (2d + 16 B);
+// Tile shapes and SRAM budgets: (block_m + 2 x stages x block_n) rows x pitch (2d + 16 B),
+// or 2d-byte K / V rows where swizzled;
 // t(d, warps, m_tiles, block_n, step_n, q_in_regs, stages, lazy_rescale):
 //   d=32:  128 x 64 keys, 4 warps x 32 rows, Q in regs, 3 stages: (128 + 384) x  80 B =  40 KiB
-//   d=64:  128 x 64,      4 warps x 32 rows, Q in SRAM, 3 stages: (128 + 384) x 144 B =  72 KiB
+//   d=64:  128 x 64,      4 warps x 32 rows, Q in SRAM, 3 stages: 128 x 144 B + 384 x 128 B =  66 KiB
+//          (K / V rows unpadded and swizzled, `kv_swizzle`: 128-byte lines of HBM land whole)
 //   d=96:  128 x 32,      4 warps x 32 rows, Q in SRAM, 3 stages: (128 + 192) x 208 B =  65 KiB
 //   d=128: 128 x 64,      4 warps x 32 rows, Q in SRAM, 2 stages: (128 + 256) x 272 B = 102 KiB
 //          (softmax in steps of 32 keys, lazy rescaling; 255 registers x 128 threads and
@@ -149,7 +158,7 @@ const fn t(
 // All fit the 163 KiB an A100 block may opt into (H100: 227 KiB). The warp and row
 // counts keep every kernel under 255 registers without spills (tests/ptx.rs checks).
 pub const FWD_D32: FwdTile = t(32, 4, 2, 64, 64, true, 3, false);
-pub const FWD_D64: FwdTile = t(64, 4, 2, 64, 64, false, 3, false);
+pub const FWD_D64: FwdTile = FwdTile { kv_swizzle: true, ..t(64, 4, 2, 64, 64, false, 3, false) };
 pub const FWD_D96: FwdTile = t(96, 4, 2, 32, 32, false, 3, false);
 pub const FWD_D128: FwdTile = t(128, 4, 2, 64, 32, false, 2, true);
 pub const FWD_D192: FwdTile = t(192, 4, 1, 32, 32, false, 3, false);
@@ -158,6 +167,15 @@ pub const FWD_D256: FwdTile = t(256, 4, 1, 32, 32, false, 3, false);
 /// Every forward tile, smallest head dim first: a head dim runs on the first tile whose
 /// `d` is at least it.
 pub const FWD_TILES: [FwdTile; 6] = [FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256];
+
+// A swizzled row is whole 8-chunk groups (the XOR changes a chunk's low 3 bits only).
+const _: () = {
+    let mut i = 0;
+    while i < FWD_TILES.len() {
+        assert!(!FWD_TILES[i].kv_swizzle || (FWD_TILES[i].d / 8) % 8 == 0);
+        i += 1;
+    }
+};
 
 /// The tile a head dim runs on (None above 256).
 pub fn fwd_tile_for(head_dim: u32) -> Option<FwdTile> {

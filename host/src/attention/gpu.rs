@@ -86,8 +86,8 @@ pub(crate) fn fwd_launch(p: &Problem, dtype: DType, arch: Arch, wgmma: bool) -> 
 
 /// The grid's order (the kernels' `fwd_cta`): with a causal mask (a bounded right
 /// window) query blocks differ in work, and every head's heaviest block goes first
-/// (measured +2-8% causal, docs/PERF.md), where the query blocks fit the grid's y
-/// dimension.
+/// (H100, N = 2048 / 4096: +3.5% at d=64, +5-11% at d=128; docs/PERF.md), where the
+/// query blocks fit the grid's y dimension.
 fn heads_first(p: &Problem, m_blocks: u32) -> bool {
     p.window_right.is_some() && m_blocks <= GRID_Y_MAX
 }
@@ -102,7 +102,9 @@ fn check_grid(p: &Problem, cfg: &LaunchGrid) -> Result<()> {
         return Err(Error::Shape {
             arg: "q",
             got: vec![p.batch, p.seqlen_q, p.heads_q, p.head_dim],
-            expected: "batch x heads_q <= 65535 (the grid's y dimension)".into(),
+            expected: "batch x heads_q <= 65535 (the grid's y dimension; with a bounded right window, \
+                       such as causal, batch x heads_q < 2^31 while the query blocks, seqlen_q / 64 or / 128, are <= 65535)"
+                .into(),
         });
     }
     Ok(())

@@ -24,25 +24,6 @@ pub unsafe fn load_tile<const D: u32, const PITCH: u32>(
     rows_valid: i32,
     head_dim: u32,
 ) {
-    let copy = |d, s, n| unsafe { cp_async_16(d, s, n) };
-    unsafe { load_tile_by::<D, PITCH>(copy, rows, threads, t, dst, src, row_stride, rows_valid, head_dim) }
-}
-
-/// [`load_tile`] with `copy(dst, src, src_bytes)` issuing each 16-byte copy (e.g.
-/// [`crate::device::cp_async::cp_async_16_prefetch`], the split-KV decode's K/V stream).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub unsafe fn load_tile_by<const D: u32, const PITCH: u32>(
-    copy: impl Fn(u32, *const u8, u32),
-    rows: u32,
-    threads: u32,
-    t: u32,
-    dst: Sram,
-    src: Hbm<u16>,
-    row_stride: usize,
-    rows_valid: i32,
-    head_dim: u32,
-) {
     let chunks = D / 8;
     let total = rows * chunks;
     let mut i = 0;
@@ -53,14 +34,17 @@ pub unsafe fn load_tile_by<const D: u32, const PITCH: u32>(
             let ok = (r as i32) < rows_valid && ch * 8 < head_dim;
             // A zero-byte copy still needs a valid address: the tile base.
             let from = if ok { src.offset(r as usize * row_stride + ch as usize * 8).ptr() } else { src.ptr() };
-            copy(dst.byte(r * PITCH + ch * 16), from as *const u8, if ok { 16 } else { 0 });
+            unsafe { cp_async_16(dst.byte(r * PITCH + ch * 16), from as *const u8, if ok { 16 } else { 0 }) };
         }
         i += 1;
     }
 }
 
-/// [`load_tile_by`] into any tile layout: `place(row, chunk)` is the shared address of
-/// 16-byte chunk `chunk` of row `row` (the split-KV decode's swizzled K / V rows).
+/// [`load_tile`] into any tile layout (the swizzled K / V rows of the split-KV decode and
+/// the d=64 forward): `place(row, chunk)` is the shared address of 16-byte chunk `chunk`
+/// of row `row`, and `copy(dst, src, src_bytes)` issues each copy (e.g. with the L2
+/// prefetch hint). The padded tiles keep `load_tile`'s own loop: routing them through
+/// this one changes ptxas's allocation of 24 kernels (checked 2026-11-22).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub unsafe fn load_tile_at<const D: u32>(

@@ -2,7 +2,7 @@
 //! with. The PTX test runs `ptxas -v` over all of them and fails on spills, stack frames
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
-use crate::attention::backward::{BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256};
+use crate::attention::backward::{BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D128_SM90, BWD_D192, BWD_D256};
 use crate::attention::decode::{SPLIT_D64, SPLIT_D128, SPLIT_D256};
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256, WG_D64, WG_D128};
 use crate::conv::{CONV_BWD_SMEM_BUDGET, CONV_FWD_SMEM_BUDGET};
@@ -168,6 +168,8 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_bwd_d96_f16", BWD_D96.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d128_bf16", BWD_D128.smem_bytes(), ATTN_BWD_EXCHANGE),
     k("attn_bwd_d128_f16", BWD_D128.smem_bytes(), ATTN_BWD_EXCHANGE),
+    k90("attn_bwd_d128x2_bf16", BWD_D128_SM90.smem_bytes(), ATTN_BWD_EXCHANGE),
+    k90("attn_bwd_d128x2_f16", BWD_D128_SM90.smem_bytes(), ATTN_BWD_EXCHANGE),
     k("attn_bwd_d192_bf16", BWD_D192.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d192_f16", BWD_D192.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d256_bf16", BWD_D256.smem_bytes(), ATTN_BWD),
@@ -274,8 +276,14 @@ pub const LAUNCH_BOUNDS: &[(&str, u32, u32, u32)] = &[
 /// give no spills on sm_80 and sm_90a (tests/ptx.rs checks; the numbers come from
 /// scanning caps with `ptxas -v`). d64's tile (4 warps, two CTAs per H100 SM) fits
 /// without one.
-pub const MAX_REGS: &[(&str, u32)] =
-    &[("attn_bwd_d128_bf16", 255), ("attn_bwd_d128_f16", 255), ("attn_bwd_d256_bf16", 240), ("attn_bwd_d256_f16", 240)];
+pub const MAX_REGS: &[(&str, u32)] = &[
+    ("attn_bwd_d128_bf16", 255),
+    ("attn_bwd_d128_f16", 255),
+    ("attn_bwd_d128x2_bf16", 255),
+    ("attn_bwd_d128x2_f16", 255),
+    ("attn_bwd_d256_bf16", 240),
+    ("attn_bwd_d256_f16", 240),
+];
 
 /// The budget of `name`, if it is a kernel of this crate.
 pub fn kernel_info(name: &str) -> Option<&'static KernelInfo> {

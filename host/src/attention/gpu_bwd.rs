@@ -14,6 +14,7 @@
 use super::gpu::{check_positions, head_dim_error};
 use super::{AttentionGrads, Problem};
 use crate::kernels::attention::backward::{AttnBwdParams, AttnBwdRowParams, BWD_ROW_THREADS, bwd_tile_for};
+use crate::runtime::ptx::Arch;
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{Element, Error, Result, Tensor};
 
@@ -29,7 +30,8 @@ pub(crate) fn backward<T: Element>(
     p: &Problem,
     deterministic: bool,
 ) -> Result<AttentionGrads<T>> {
-    let tile = bwd_tile_for(p.head_dim as u32).ok_or_else(|| head_dim_error(p))?;
+    let gpu = q.gpu().clone();
+    let (tile, kernel) = bwd_tile_for(p.head_dim as u32, gpu.arch() == Arch::Sm90a).ok_or_else(|| head_dim_error(p))?;
     // Launch limits, checked before anything is allocated: positions are i32 in the
     // kernels, rows are u32, and batch x heads_kv is the main grid's y dimension.
     check_positions(p)?;
@@ -49,7 +51,6 @@ pub(crate) fn backward<T: Element>(
         });
     }
 
-    let gpu = q.gpu().clone();
     let key_blocks = p.seqlen_k.div_ceil(tile.block_n() as usize);
     // Deterministic: about one wave of CTAs (one per SM), each with its own accumulator.
     let splits =
@@ -120,7 +121,7 @@ pub(crate) fn backward<T: Element>(
         block: tile.threads(),
         smem: tile.smem_bytes(),
     };
-    gpu.launch(&format!("attn_bwd_d{}_{dtype}", tile.d), cfg, &params)?;
+    gpu.launch(&format!("{kernel}_{dtype}"), cfg, &params)?;
     gpu.launch(&format!("attn_bwd_dq_{dtype}"), row_grid, &rows_params)?;
     Ok(AttentionGrads { dq: Tensor::Cuda(dq), dk: Tensor::Cuda(dk), dv: Tensor::Cuda(dv) })
 }

@@ -233,9 +233,19 @@ pub const BWD_D128: BwdTile = BwdTile { s_sub: 2, ..t(128, 8, 2, 64, 2, true, 1)
 pub const BWD_D192: BwdTile = t(192, 8, 1, 32, 2, false, 2);
 pub const BWD_D256: BwdTile = t(256, 8, 1, 16, 2, false, 2);
 
+/// d=128 in the sm_90a PTX only (kernels `attn_bwd_d128x2_*`): two dO stages, so the
+/// next step's dO loads with its Q and a step takes two barriers instead of three;
+/// (256 + 256) x 272 + 2 x 128 x 144 + 1 KiB = 173 KiB, over the A100's 163 KiB opt-in.
+/// 1.04-1.05x BWD_D128 on the H100 (PERF.md, backward v5).
+pub const BWD_D128_SM90: BwdTile = BwdTile { do_stages: 2, ..BWD_D128 };
+
 pub const BWD_TILES: [BwdTile; 6] = [BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D192, BWD_D256];
 
-/// The tile a head dim runs on (None above 256).
-pub fn bwd_tile_for(head_dim: u32) -> Option<BwdTile> {
-    BWD_TILES.iter().copied().find(|t| t.d >= head_dim)
+/// The tile a head dim runs on (None above 256) and its kernel's name without the dtype
+/// suffix; `sm90a`: for the sm_90a PTX (d=128 takes `BWD_D128_SM90` there).
+pub fn bwd_tile_for(head_dim: u32, sm90a: bool) -> Option<(BwdTile, &'static str)> {
+    const NAMES: [&str; 6] =
+        ["attn_bwd_d32", "attn_bwd_d64", "attn_bwd_d96", "attn_bwd_d128", "attn_bwd_d192", "attn_bwd_d256"];
+    let i = BWD_TILES.iter().position(|t| t.d >= head_dim)?;
+    Some(if sm90a && BWD_TILES[i] == BWD_D128 { (BWD_D128_SM90, "attn_bwd_d128x2") } else { (BWD_TILES[i], NAMES[i]) })
 }

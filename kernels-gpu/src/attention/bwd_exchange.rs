@@ -26,6 +26,8 @@
 //!   regs -> HBM   dQ += dS K (f32 red.add, or read-add-write in the deterministic
 //!                 mode) per query block; dK, dV once at the end
 
+#[cfg(target_feature = "sm_90a")]
+use super::backward::BWD_D128_SM90;
 use super::backward::{AttnBwdParams, BWD_D64, BWD_D128};
 use super::block::{Mask, accumulate_rolled, scores_rolled, tanh_precise, to_a_frags};
 use super::bwd::grad_scores;
@@ -237,8 +239,14 @@ unsafe fn attn_bwd_exchange<
                         let t = tanh_precise(x * pre);
                         (t, 1.0 - t * t)
                     });
+                } else if full {
+                    // `full` as a literal: the mask tests (if-converted into selects per
+                    // score, with per-key bounds in registers) drop out of this copy.
+                    grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, true, mask, r_mine, key0, |x| {
+                        (x, 1.0)
+                    });
                 } else {
-                    grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, full, mask, r_mine, key0, |x| {
+                    grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, false, mask, r_mine, key0, |x| {
                         (x, 1.0)
                     });
                 }
@@ -336,6 +344,20 @@ unsafe fn attn_bwd_exchange<
                         })
                     })
                 });
+            } else if r0 + BM as i32 <= sq && hd == D {
+                // Every row and column of the block is real: no per-element tests, and the
+                // elements' offsets from this lane's first one are constants.
+                let row = acc_row + (r0 as u32 + MQ as u32 * rt * 16 + l / 4) as usize;
+                let first = dq_acc.offset(row * D as usize + (chunk * cw + (l % 4) * 2) as usize);
+                unroll::<MQ, _>(|mq| {
+                    unroll::<2, _>(|hf| {
+                        unroll::<CN, _>(|cn| {
+                            let dst = first.offset((mq * 16 + hf * 8) * D as usize + cn * 8);
+                            let c = &dq[mq][cn].0;
+                            unsafe { red_add_v2_f32(dst.ptr(), c[2 * hf], c[2 * hf + 1]) };
+                        })
+                    })
+                });
             } else {
                 unroll::<MQ, _>(|mq| {
                     unroll::<2, _>(|hf| {
@@ -416,3 +438,7 @@ bwd_exchange_entry!(attn_bwd_d64_bf16, Bf16, BWD_D64);
 bwd_exchange_entry!(attn_bwd_d64_f16, F16, BWD_D64);
 bwd_exchange_entry!(attn_bwd_d128_bf16, Bf16, BWD_D128);
 bwd_exchange_entry!(attn_bwd_d128_f16, F16, BWD_D128);
+#[cfg(target_feature = "sm_90a")]
+bwd_exchange_entry!(attn_bwd_d128x2_bf16, Bf16, BWD_D128_SM90);
+#[cfg(target_feature = "sm_90a")]
+bwd_exchange_entry!(attn_bwd_d128x2_f16, F16, BWD_D128_SM90);

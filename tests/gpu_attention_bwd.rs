@@ -84,10 +84,11 @@ fn gpu_backward_odd_shapes() {
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn gpu_exchange_tile_small_and_ragged() {
-    // The exchange tiles (P^T and dS^T through SRAM; d=128: one dO stage, d=64: two and
-    // no query split) on lengths off their 128-key x 64-query blocks, with GQA, a window
-    // with softcap and head dims 104, 128, 48 and 64, both modes and dtypes: small enough
-    // for compute-sanitizer.
+    // The exchange tiles (P^T and dS^T through SRAM; d=128: one dO stage, two on sm_90a,
+    // d=64: two and no query split) on lengths off their 128-key x 64-query blocks, with
+    // GQA, a window with softcap and head dims 104, 128, 48 and 64, both modes and dtypes:
+    // small enough for compute-sanitizer. The non-causal cases have unmasked blocks (the
+    // kernels' copy without mask tests) next to ragged ones.
     let window =
         AttentionOptions { window_left: Some(40), window_right: Some(3), softcap: Some(15.0), ..Default::default() };
     for case in [
@@ -95,6 +96,8 @@ fn gpu_exchange_tile_small_and_ragged() {
         Case::new(2, 130, 70, 4, 2, 104).with(window),
         Case::new(1, 65, 129, 2, 1, 64).with(causal()),
         Case::new(2, 130, 70, 4, 2, 48).with(window),
+        Case::new(1, 130, 200, 2, 1, 128),
+        Case::new(1, 130, 200, 2, 1, 64),
     ] {
         for bwd in [FAST, DET] {
             check_backward::<bf16>(&case, GPU, Saved::Forward, &bwd).unwrap();

@@ -213,8 +213,8 @@ const fn t(d: u32, warps: u32, m_tiles: u32, block_m: u32, d_split: u32, exchang
 //           (256+192) x 272 + 2 x 128 x 144 + 1 KiB = 156 KiB
 //   d=192:  8 warps (d split in 2), 64 keys x 32 queries:  96 + 32; (128+128) x 400 + 64 x 80 + 0.5 = 105 KiB
 //   d=256:  8 warps (d split in 2), 64 keys x 16 queries: 128 + 16; (128+64) x 528 + 64 x 48 + 0.25 = 102 KiB
-// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB; d=128 with two dO
-// stages would take 173 KiB). d=256 takes small query blocks because dK and dV already
+// All fit the 163 KiB an A100 block may opt into (H100: 227 KiB; the sm_90a PTX runs
+// d=128 with two dO stages, 173 KiB: `BWD_D128_SM90`). d=256 takes small query blocks because dK and dV already
 // hold 128 registers per lane. d=64's warps own 32 keys and all 64 columns of dK and dV
 // (128 registers), so S and dP run in sub-steps of 16 queries, and P^T and dS^T go
 // through SRAM so that a step covers 64 queries (two barriers and one dQ add per 64

@@ -42,6 +42,9 @@ pub struct Gpu {
     poison_outputs: AtomicBool,
     /// u32 counters for kernels whose last CTA finishes the work (see `counters`).
     counters: Mutex<Option<CudaSlice<u32>>>,
+    /// f32 scratch for kernels' intermediate results (see `scratch_f32`), and the
+    /// buffers it outgrew, kept until the device is dropped.
+    scratch: Mutex<(Option<CudaSlice<f32>>, Vec<CudaSlice<f32>>)>,
 }
 
 // The module and function handles are plain driver handles, usable from any thread once
@@ -102,6 +105,7 @@ impl Gpu {
             sync_each_launch: std::env::var_os("FLASHSCAN_SYNC_LAUNCHES").is_some_and(|v| v != "0"),
             poison_outputs: AtomicBool::new(false),
             counters: Mutex::new(None),
+            scratch: Mutex::new((None, Vec::new())),
         })
     }
 
@@ -155,6 +159,30 @@ impl Gpu {
         }
         let buf = c.as_ref().expect("allocated above");
         Ok(buf.device_ptr(&self.stream).0)
+    }
+
+    /// The device address of at least `n` f32 of scratch that one launch may use as it
+    /// likes (the split-KV decode's partial o and lse; poisoned as an output when
+    /// `poison_outputs` is on): nothing is kept in it between launches, and every launch is on this device's one stream, so the launches that
+    /// use it run one after another. Grown to the next power of two when too small; an
+    /// outgrown buffer is kept (not freed) while the device lives, since a launch queued
+    /// by another thread may still hold its address.
+    pub fn scratch_f32(&self, n: usize) -> Result<u64> {
+        let mut s = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if s.0.as_ref().is_none_or(|b| b.len() < n) {
+            let len = n.max(1).next_power_of_two();
+            let buf = unsafe { self.stream.alloc::<f32>(len) }.map_err(driver(format!("allocating {len} f32 of scratch")))?;
+            if let Some(old) = s.0.replace(buf) {
+                s.1.push(old);
+            }
+        }
+        let addr = s.0.as_ref().expect("allocated above").device_ptr(&self.stream).0;
+        if self.poison_outputs() {
+            unsafe { sys::cuMemsetD8Async(addr, 0xFF, n * 4, self.stream.cu_stream()) }
+                .result()
+                .map_err(driver("cuMemsetD8Async"))?;
+        }
+        Ok(addr)
     }
 
     /// Free and total device memory, bytes (`cuMemGetInfo`: the whole device, other

@@ -171,7 +171,8 @@ impl Gpu {
         let mut s = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         if s.0.as_ref().is_none_or(|b| b.len() < n) {
             let len = n.max(1).next_power_of_two();
-            let buf = unsafe { self.stream.alloc::<f32>(len) }.map_err(driver(format!("allocating {len} f32 of scratch")))?;
+            let buf =
+                unsafe { self.stream.alloc::<f32>(len) }.map_err(driver(format!("allocating {len} f32 of scratch")))?;
             if let Some(old) = s.0.replace(buf) {
                 s.1.push(old);
             }

@@ -40,8 +40,9 @@ pub struct Gpu {
     functions: Mutex<HashMap<String, Function>>,
     sync_each_launch: bool,
     poison_outputs: AtomicBool,
-    /// u32 counters for kernels whose last CTA finishes the work (see `counters`).
-    counters: Mutex<Option<CudaSlice<u32>>>,
+    /// u32 counters for kernels whose last CTA finishes the work (see `counters`), and
+    /// the buffers it outgrew, kept until the device is dropped.
+    counters: Mutex<(Option<CudaSlice<u32>>, Vec<CudaSlice<u32>>)>,
     /// f32 scratch for kernels' intermediate results (see `scratch_f32`), and the
     /// buffers it outgrew, kept until the device is dropped.
     scratch: Mutex<(Option<CudaSlice<f32>>, Vec<CudaSlice<f32>>)>,
@@ -104,7 +105,7 @@ impl Gpu {
             functions: Mutex::new(HashMap::new()),
             sync_each_launch: std::env::var_os("FLASHSCAN_SYNC_LAUNCHES").is_some_and(|v| v != "0"),
             poison_outputs: AtomicBool::new(false),
-            counters: Mutex::new(None),
+            counters: Mutex::new((None, Vec::new())),
             scratch: Mutex::new((None, Vec::new())),
         })
     }
@@ -149,24 +150,29 @@ impl Gpu {
     /// reaches a kernel: a kernel that counts on them puts each back to zero before it
     /// ends (the split-KV decode's last CTA per row block does). They are zeroed once,
     /// when first allocated or grown; every launch is on this device's one stream, so no
-    /// two such kernels ever run at once.
+    /// two such kernels ever run at once. An outgrown buffer is kept (not freed) while
+    /// the device lives, since a launch queued by another thread may still hold its
+    /// address.
     pub fn counters(&self, n: usize) -> Result<u64> {
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        if c.as_ref().is_none_or(|b| b.len() < n) {
+        if c.0.as_ref().is_none_or(|b| b.len() < n) {
             let len = n.max(1).next_power_of_two();
             let buf = self.stream.alloc_zeros::<u32>(len).map_err(driver(format!("allocating {len} counters")))?;
-            *c = Some(buf);
+            if let Some(old) = c.0.replace(buf) {
+                c.1.push(old);
+            }
         }
-        let buf = c.as_ref().expect("allocated above");
+        let buf = c.0.as_ref().expect("allocated above");
         Ok(buf.device_ptr(&self.stream).0)
     }
 
     /// The device address of at least `n` f32 of scratch that one launch may use as it
     /// likes (the split-KV decode's partial o and lse; poisoned as an output when
-    /// `poison_outputs` is on): nothing is kept in it between launches, and every launch is on this device's one stream, so the launches that
-    /// use it run one after another. Grown to the next power of two when too small; an
-    /// outgrown buffer is kept (not freed) while the device lives, since a launch queued
-    /// by another thread may still hold its address.
+    /// `poison_outputs` is on): nothing is kept in it between launches, and every launch
+    /// is on this device's one stream, so the launches that use it run one after
+    /// another. Grown to the next power of two when too small; an outgrown buffer is
+    /// kept (not freed) while the device lives, since a launch queued by another thread
+    /// may still hold its address.
     pub fn scratch_f32(&self, n: usize) -> Result<u64> {
         let mut s = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         if s.0.as_ref().is_none_or(|b| b.len() < n) {

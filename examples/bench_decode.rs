@@ -124,7 +124,11 @@ fn main() {
                 }
             };
             match args.get(i + 1).map(|s| s.split(',').map(parse).collect::<Option<Vec<_>>>()) {
-                Some(Some(v)) if v.iter().all(|&(b, kv, l, _)| b > 0 && kv > 0 && HEADS % kv == 0 && l > 0) => Some(v),
+                Some(Some(v))
+                    if v.iter().all(|&(b, kv, l, _)| b > 0 && kv > 0 && HEADS.is_multiple_of(kv) && l > 0) =>
+                {
+                    Some(v)
+                }
                 _ => {
                     eprintln!("--cases takes B:KV:L[:1],.. (kv heads dividing {HEADS}; :1 paged)");
                     std::process::exit(2);

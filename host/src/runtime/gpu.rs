@@ -40,12 +40,36 @@ pub struct Gpu {
     functions: Mutex<HashMap<String, Function>>,
     sync_each_launch: bool,
     poison_outputs: AtomicBool,
-    /// u32 counters for kernels whose last CTA finishes the work (see `counters`), and
-    /// the buffers it outgrew, kept until the device is dropped.
-    counters: Mutex<(Option<CudaSlice<u32>>, Vec<CudaSlice<u32>>)>,
-    /// f32 scratch for kernels' intermediate results (see `scratch_f32`), and the
-    /// buffers it outgrew, kept until the device is dropped.
-    scratch: Mutex<(Option<CudaSlice<f32>>, Vec<CudaSlice<f32>>)>,
+    /// u32 counters for kernels whose last CTA finishes the work (see `counters`).
+    counters: Mutex<Growing<u32>>,
+    /// f32 scratch for kernels' intermediate results (see `scratch_f32`).
+    scratch: Mutex<Growing<f32>>,
+}
+
+/// A device buffer that only grows (to powers of two), keeping the buffers it outgrew
+/// until the device is dropped: a launch another thread queued may still hold their
+/// addresses.
+struct Growing<T> {
+    current: Option<CudaSlice<T>>,
+    outgrown: Vec<CudaSlice<T>>,
+}
+
+impl<T> Growing<T> {
+    fn new() -> Self {
+        Growing { current: None, outgrown: Vec::new() }
+    }
+
+    /// The buffer, first replaced by `alloc(len)` (len: `n` rounded up to a power of
+    /// two) when it holds fewer than `n` elements.
+    fn at_least(&mut self, n: usize, alloc: impl FnOnce(usize) -> Result<CudaSlice<T>>) -> Result<&CudaSlice<T>> {
+        if self.current.as_ref().is_none_or(|b| b.len() < n) {
+            let buf = alloc(n.max(1).next_power_of_two())?;
+            if let Some(old) = self.current.replace(buf) {
+                self.outgrown.push(old);
+            }
+        }
+        Ok(self.current.as_ref().expect("allocated above"))
+    }
 }
 
 // The module and function handles are plain driver handles, usable from any thread once
@@ -105,8 +129,8 @@ impl Gpu {
             functions: Mutex::new(HashMap::new()),
             sync_each_launch: std::env::var_os("FLASHSCAN_SYNC_LAUNCHES").is_some_and(|v| v != "0"),
             poison_outputs: AtomicBool::new(false),
-            counters: Mutex::new((None, Vec::new())),
-            scratch: Mutex::new((None, Vec::new())),
+            counters: Mutex::new(Growing::new()),
+            scratch: Mutex::new(Growing::new()),
         })
     }
 
@@ -155,14 +179,9 @@ impl Gpu {
     /// address.
     pub fn counters(&self, n: usize) -> Result<u64> {
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        if c.0.as_ref().is_none_or(|b| b.len() < n) {
-            let len = n.max(1).next_power_of_two();
-            let buf = self.stream.alloc_zeros::<u32>(len).map_err(driver(format!("allocating {len} counters")))?;
-            if let Some(old) = c.0.replace(buf) {
-                c.1.push(old);
-            }
-        }
-        let buf = c.0.as_ref().expect("allocated above");
+        let buf = c.at_least(n, |len| {
+            self.stream.alloc_zeros::<u32>(len).map_err(driver(format!("allocating {len} counters")))
+        })?;
         Ok(buf.device_ptr(&self.stream).0)
     }
 
@@ -175,15 +194,10 @@ impl Gpu {
     /// may still hold its address.
     pub fn scratch_f32(&self, n: usize) -> Result<u64> {
         let mut s = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        if s.0.as_ref().is_none_or(|b| b.len() < n) {
-            let len = n.max(1).next_power_of_two();
-            let buf =
-                unsafe { self.stream.alloc::<f32>(len) }.map_err(driver(format!("allocating {len} f32 of scratch")))?;
-            if let Some(old) = s.0.replace(buf) {
-                s.1.push(old);
-            }
-        }
-        let addr = s.0.as_ref().expect("allocated above").device_ptr(&self.stream).0;
+        let buf = s.at_least(n, |len| {
+            unsafe { self.stream.alloc::<f32>(len) }.map_err(driver(format!("allocating {len} f32 of scratch")))
+        })?;
+        let addr = buf.device_ptr(&self.stream).0;
         if self.poison_outputs() {
             unsafe { sys::cuMemsetD8Async(addr, 0xFF, n * 4, self.stream.cu_stream()) }
                 .result()

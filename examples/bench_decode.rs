@@ -5,9 +5,11 @@
 //! copy bandwidth, measured in the same run, spent reading K and V. One JSON object per
 //! line on stdout, a table on stderr; `gpu/bench_decode.py` runs it beside torch.
 //! `--splits N,M,..` also times each case with those split counts (the default is
-//! reported as splits 0), for tuning the heuristic.
+//! reported as splits 0), for tuning the heuristic. `--cases B:KV:L[:1],..` runs only
+//! those cases (batch, kv heads, cache length; `:1` paged). `--host` also reports the
+//! host time per call: 2000 calls queued without waiting, wall clock over the count.
 //!
-//!     cargo run --release --example bench_decode [-- --quick] [--splits 4,16]
+//!     cargo run --release --example bench_decode [-- --quick] [--splits 4,16] [--cases 1:8:32768] [--host]
 
 use flashscan::attention::{DecodeOptions, KvCache, decode};
 use flashscan::runtime::GpuTensor;
@@ -38,7 +40,7 @@ fn device_random(shape: &[usize], seed: u64) -> Result<Tensor<bf16>> {
     Ok(Tensor::Cuda(GpuTensor::from_vec(&gpu, data, shape)?))
 }
 
-fn case(batch: usize, heads_kv: usize, len: usize, paged: bool, copy: f64, splits: &[usize]) -> Result<()> {
+fn case(batch: usize, heads_kv: usize, len: usize, paged: bool, copy: f64, splits: &[usize], host: bool) -> Result<()> {
     let gpu = Device::Cuda(0).gpu()?;
     let shape = if paged { [batch * len.div_ceil(PAGE), PAGE, heads_kv, D] } else { [batch, len, heads_kv, D] };
     let (k, v) = (device_random(&shape, 1)?, device_random(&shape, 2)?);
@@ -60,6 +62,23 @@ fn case(batch: usize, heads_kv: usize, len: usize, paged: bool, copy: f64, split
         let opts = DecodeOptions { num_splits: (n > 0).then_some(n), ..Default::default() };
         let mut t = time_ms(&gpu, 5, iters, |_| decode(&q, &mut cache, None, None, &opts).map(|_| ()))?;
         report(batch, heads_kv, len, paged, n, median(&mut t) as f64, copy);
+        if host {
+            let calls = 2000;
+            gpu.synchronize()?;
+            let t0 = std::time::Instant::now();
+            for _ in 0..calls {
+                decode(&q, &mut cache, None, None, &opts)?;
+            }
+            let us = t0.elapsed().as_secs_f64() * 1e6 / calls as f64;
+            gpu.synchronize()?;
+            println!(
+                "{{\"splits\":{n},\"batch\":{batch},\"heads_kv\":{heads_kv},\"seqlen_k\":{len},\"paged\":{paged},\"host_us_per_call\":{us:.2}}}"
+            );
+            eprintln!(
+                "b={batch:<3} h={HEADS} kv={heads_kv:<2} L={len:<7} {:10} splits {n:<3} host {us:.2} us per call",
+                if paged { "paged" } else { "contiguous" }
+            );
+        }
     }
     Ok(())
 }
@@ -93,6 +112,31 @@ fn main() {
     };
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let host = args.iter().any(|a| a == "--host");
+    let only: Option<Vec<(usize, usize, usize, bool)>> = match args.iter().position(|a| a == "--cases") {
+        Some(i) => {
+            let parse = |c: &str| -> Option<(usize, usize, usize, bool)> {
+                let v: Vec<usize> = c.split(':').map(str::parse).collect::<std::result::Result<_, _>>().ok()?;
+                match v[..] {
+                    [b, kv, l] => Some((b, kv, l, false)),
+                    [b, kv, l, p] if p <= 1 => Some((b, kv, l, p == 1)),
+                    _ => None,
+                }
+            };
+            match args.get(i + 1).map(|s| s.split(',').map(parse).collect::<Option<Vec<_>>>()) {
+                Some(Some(v))
+                    if v.iter().all(|&(b, kv, l, _)| b > 0 && kv > 0 && HEADS.is_multiple_of(kv) && l > 0) =>
+                {
+                    Some(v)
+                }
+                _ => {
+                    eprintln!("--cases takes B:KV:L[:1],.. (kv heads dividing {HEADS}; :1 paged)");
+                    std::process::exit(2);
+                }
+            }
+        }
+        None => None,
+    };
     let splits: Vec<usize> = match args.iter().position(|a| a == "--splits") {
         Some(i) => {
             match args.get(i + 1).map(|s| s.split(',').map(str::parse).collect::<std::result::Result<Vec<usize>, _>>())
@@ -109,11 +153,17 @@ fn main() {
     let run = || -> Result<()> {
         let copy = copy_bandwidth_gbs(&gpu, 1 << 30, 20)?;
         eprintln!("{} — device-to-device copy {copy:.1} GB/s (read + write)", Device::Cuda(0).describe());
+        if let Some(cases) = &only {
+            for &(b, kv, l, paged) in cases {
+                case(b, kv, l, paged, copy, &splits, host)?;
+            }
+            return Ok(());
+        }
         // The acceptance cases first, contiguous then paged.
         let headline = [(1, 32, 32768), (1, 8, 32768), (8, 8, 8192), (1, 32, 131072), (1, 8, 131072)];
         for paged in [false, true] {
             for &(b, kv, l) in &headline {
-                case(b, kv, l, paged, copy, &splits)?;
+                case(b, kv, l, paged, copy, &splits, host)?;
             }
         }
         if quick {
@@ -124,7 +174,7 @@ fn main() {
                 for l in [1024, 4096, 16384, 32768, 131072] {
                     // At most 8 GiB of cache.
                     if 2 * b * l * kv * D * 2 <= 8 << 30 {
-                        case(b, kv, l, false, copy, &splits)?;
+                        case(b, kv, l, false, copy, &splits, host)?;
                     }
                 }
             }

@@ -115,12 +115,15 @@ pub(super) fn decode<T: Element>(
 
     let o = GpuTensor::<T>::uninit(&gpu, q.shape())?;
     let lse = GpuTensor::<f32>::uninit(&gpu, &[p.batch, p.heads_q, p.seqlen_q])?;
+    // The split partials, f32 o [splits, rows, head_dim] then lse [splits, rows], in the
+    // device's scratch (no allocation per call).
     let rows = p.batch * p.heads_q * p.seqlen_q;
-    let parts = if splits > 1 {
-        let s = splits as usize;
-        Some((GpuTensor::<f32>::uninit(&gpu, &[s, rows, p.head_dim])?, GpuTensor::<f32>::uninit(&gpu, &[s, rows])?))
+    let (o_part, lse_part) = if splits > 1 {
+        let o_len = splits as usize * rows * p.head_dim;
+        let at = gpu.scratch_f32(o_len + splits as usize * rows)?;
+        (at, at + 4 * o_len as u64)
     } else {
-        None
+        (0, 0)
     };
     let (lens, table) = cache.device_index()?;
     // A left window of `longest` keys or more, and a right one of seqlen_q or more, hide
@@ -135,8 +138,8 @@ pub(super) fn decode<T: Element>(
         seqlens: lens,
         o: o.device_addr(),
         lse: lse.device_addr(),
-        o_part: parts.as_ref().map_or(0, |(o, _)| o.device_addr()),
-        lse_part: parts.as_ref().map_or(0, |(_, l)| l.device_addr()),
+        o_part,
+        lse_part,
         counters: if splits > 1 { gpu.counters(ctas as usize)? } else { 0 },
         q_batch_stride: (p.seqlen_q * p.heads_q * p.head_dim) as u64,
         kv_seq_stride: cache.unit_stride() as u64,

@@ -41,7 +41,35 @@ pub struct Gpu {
     sync_each_launch: bool,
     poison_outputs: AtomicBool,
     /// u32 counters for kernels whose last CTA finishes the work (see `counters`).
-    counters: Mutex<Option<CudaSlice<u32>>>,
+    counters: Mutex<Growing<u32>>,
+    /// f32 scratch for kernels' intermediate results (see `scratch_f32`).
+    scratch: Mutex<Growing<f32>>,
+}
+
+/// A device buffer that only grows (to powers of two), keeping the buffers it outgrew
+/// until the device is dropped: a launch another thread queued may still hold their
+/// addresses.
+struct Growing<T> {
+    current: Option<CudaSlice<T>>,
+    outgrown: Vec<CudaSlice<T>>,
+}
+
+impl<T> Growing<T> {
+    fn new() -> Self {
+        Growing { current: None, outgrown: Vec::new() }
+    }
+
+    /// The buffer, first replaced by `alloc(len)` (len: `n` rounded up to a power of
+    /// two) when it holds fewer than `n` elements.
+    fn at_least(&mut self, n: usize, alloc: impl FnOnce(usize) -> Result<CudaSlice<T>>) -> Result<&CudaSlice<T>> {
+        if self.current.as_ref().is_none_or(|b| b.len() < n) {
+            let buf = alloc(n.max(1).next_power_of_two())?;
+            if let Some(old) = self.current.replace(buf) {
+                self.outgrown.push(old);
+            }
+        }
+        Ok(self.current.as_ref().expect("allocated above"))
+    }
 }
 
 // The module and function handles are plain driver handles, usable from any thread once
@@ -101,7 +129,8 @@ impl Gpu {
             functions: Mutex::new(HashMap::new()),
             sync_each_launch: std::env::var_os("FLASHSCAN_SYNC_LAUNCHES").is_some_and(|v| v != "0"),
             poison_outputs: AtomicBool::new(false),
-            counters: Mutex::new(None),
+            counters: Mutex::new(Growing::new()),
+            scratch: Mutex::new(Growing::new()),
         })
     }
 
@@ -145,16 +174,36 @@ impl Gpu {
     /// reaches a kernel: a kernel that counts on them puts each back to zero before it
     /// ends (the split-KV decode's last CTA per row block does). They are zeroed once,
     /// when first allocated or grown; every launch is on this device's one stream, so no
-    /// two such kernels ever run at once.
+    /// two such kernels ever run at once. An outgrown buffer is kept (not freed) while
+    /// the device lives, since a launch queued by another thread may still hold its
+    /// address.
     pub fn counters(&self, n: usize) -> Result<u64> {
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        if c.as_ref().is_none_or(|b| b.len() < n) {
-            let len = n.max(1).next_power_of_two();
-            let buf = self.stream.alloc_zeros::<u32>(len).map_err(driver(format!("allocating {len} counters")))?;
-            *c = Some(buf);
-        }
-        let buf = c.as_ref().expect("allocated above");
+        let buf = c.at_least(n, |len| {
+            self.stream.alloc_zeros::<u32>(len).map_err(driver(format!("allocating {len} counters")))
+        })?;
         Ok(buf.device_ptr(&self.stream).0)
+    }
+
+    /// The device address of at least `n` f32 of scratch that one launch may use as it
+    /// likes (the split-KV decode's partial o and lse; poisoned as an output when
+    /// `poison_outputs` is on): nothing is kept in it between launches, and every launch
+    /// is on this device's one stream, so the launches that use it run one after
+    /// another. Grown to the next power of two when too small; an outgrown buffer is
+    /// kept (not freed) while the device lives, since a launch queued by another thread
+    /// may still hold its address.
+    pub fn scratch_f32(&self, n: usize) -> Result<u64> {
+        let mut s = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let buf = s.at_least(n, |len| {
+            unsafe { self.stream.alloc::<f32>(len) }.map_err(driver(format!("allocating {len} f32 of scratch")))
+        })?;
+        let addr = buf.device_ptr(&self.stream).0;
+        if self.poison_outputs() {
+            unsafe { sys::cuMemsetD8Async(addr, 0xFF, n * 4, self.stream.cu_stream()) }
+                .result()
+                .map_err(driver("cuMemsetD8Async"))?;
+        }
+        Ok(addr)
     }
 
     /// Free and total device memory, bytes (`cuMemGetInfo`: the whole device, other

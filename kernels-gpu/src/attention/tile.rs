@@ -24,27 +24,15 @@ pub unsafe fn load_tile<const D: u32, const PITCH: u32>(
     rows_valid: i32,
     head_dim: u32,
 ) {
-    let chunks = D / 8;
-    let total = rows * chunks;
-    let mut i = 0;
-    while i < total.div_ceil(threads) {
-        let c = t + i * threads;
-        if total % threads == 0 || c < total {
-            let (r, ch) = (c / chunks, c % chunks);
-            let ok = (r as i32) < rows_valid && ch * 8 < head_dim;
-            // A zero-byte copy still needs a valid address: the tile base.
-            let from = if ok { src.offset(r as usize * row_stride + ch as usize * 8).ptr() } else { src.ptr() };
-            unsafe { cp_async_16(dst.byte(r * PITCH + ch * 16), from as *const u8, if ok { 16 } else { 0 }) };
-        }
-        i += 1;
-    }
+    let copy = |to, from, n| unsafe { cp_async_16(to, from, n) };
+    let place = |r, ch| dst.byte(r * PITCH + ch * 16);
+    unsafe { load_tile_at::<D>(copy, place, rows, threads, t, src, row_stride, rows_valid, head_dim) }
 }
 
-/// [`load_tile`] into any tile layout (the swizzled K / V rows of the split-KV decode and
-/// the d=64 forward): `place(row, chunk)` is the shared address of 16-byte chunk `chunk`
-/// of row `row`, and `copy(dst, src, src_bytes)` issues each copy (e.g. with the L2
-/// prefetch hint). The padded tiles keep `load_tile`'s own loop: routing them through
-/// this one changes ptxas's allocation of 24 kernels (checked 2026-11-22).
+/// [`load_tile`] into any tile layout (the padded rows, the swizzled K / V rows of the
+/// split-KV decode and the d=64 forward, `wgmma`'s core matrices): `place(row, chunk)` is
+/// the shared address of 16-byte chunk `chunk` of row `row`, and `copy(dst, src,
+/// src_bytes)` issues each copy (e.g. with the L2 prefetch hint).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub unsafe fn load_tile_at<const D: u32>(
@@ -66,6 +54,7 @@ pub unsafe fn load_tile_at<const D: u32>(
         if total % threads == 0 || c < total {
             let (r, ch) = (c / chunks, c % chunks);
             let ok = (r as i32) < rows_valid && ch * 8 < head_dim;
+            // A zero-byte copy still needs a valid address: the tile base.
             let from = if ok { src.offset(r as usize * row_stride + ch as usize * 8).ptr() } else { src.ptr() };
             copy(place(r, ch), from as *const u8, if ok { 16 } else { 0 });
         }
@@ -90,18 +79,7 @@ pub unsafe fn load_core_tile<const D: u32>(
     rows_valid: i32,
     head_dim: u32,
 ) {
-    let chunks = D / 8;
-    let total = rows * chunks;
-    let mut i = 0;
-    while i < total.div_ceil(threads) {
-        let c = t + i * threads;
-        if total % threads == 0 || c < total {
-            let (r, ch) = (c / chunks, c % chunks);
-            let ok = (r as i32) < rows_valid && ch * 8 < head_dim;
-            let from = if ok { src.offset(r as usize * row_stride + ch as usize * 8).ptr() } else { src.ptr() };
-            let to = dst.byte(crate::layout::core_offset(r, ch, chunks));
-            unsafe { cp_async_16(to, from as *const u8, if ok { 16 } else { 0 }) };
-        }
-        i += 1;
-    }
+    let copy = |to, from, n| unsafe { cp_async_16(to, from, n) };
+    let place = |r, ch| dst.byte(crate::layout::core_offset(r, ch, D / 8));
+    unsafe { load_tile_at::<D>(copy, place, rows, threads, t, src, row_stride, rows_valid, head_dim) }
 }

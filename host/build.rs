@@ -92,17 +92,33 @@ fn main() {
 }
 
 /// The PTX with `.maxntid` / `.minnctapersm` after the parameter list of each kernel in
-/// `registry::LAUNCH_BOUNDS` (its CTA count for this architecture, `stem`), and `.maxnreg`
-/// for each in `registry::MAX_REGS` (rustc has no attribute for them).
+/// `registry::LAUNCH_BOUNDS` (its CTA count for this architecture, `stem`), `.maxnreg`
+/// for each in `registry::MAX_REGS`, and the parameter of each kernel in
+/// `registry::PARAM_ALIGN_64` aligned to 64 bytes (rustc has no attribute for the first
+/// two, and its kernel ABI caps a parameter's alignment at 16 bytes, while the tensor
+/// maps that the copy engine reads in place need 64).
 fn with_launch_bounds(ptx: &str, stem: &str) -> String {
-    use flashscan_kernels::registry::{LAUNCH_BOUNDS, MAX_REGS};
+    use flashscan_kernels::registry::{LAUNCH_BOUNDS, MAX_REGS, PARAM_ALIGN_64};
     let mut out = String::with_capacity(ptx.len() + 1024);
     let mut pending: Option<String> = None;
+    let mut realign: Option<String> = None;
     for line in ptx.lines() {
+        if let Some(name) = realign.take() {
+            let from = format!(".param .align 16 .b8 {name}_param_0[");
+            if !line.trim_start().starts_with(&from) {
+                fail(&format!("{name}: expected its parameter declared as `{from}...`, found `{line}`"));
+            }
+            out.push_str(&line.replacen(".align 16", ".align 64", 1));
+            out.push('\n');
+            continue;
+        }
         out.push_str(line);
         out.push('\n');
         if let Some(rest) = line.trim_start().strip_prefix(".visible .entry ") {
             let name = rest.split('(').next().unwrap_or("").trim();
+            if PARAM_ALIGN_64.contains(&name) {
+                realign = Some(name.to_string());
+            }
             let bounds = LAUNCH_BOUNDS.iter().find(|(k, _, _, _)| *k == name).map(|&(_, threads, sm90, sm80)| {
                 let ctas = if stem == "sm80" { sm80 } else { sm90 };
                 format!(".maxntid {threads}, 1, 1\n.minnctapersm {ctas}\n")

@@ -24,6 +24,7 @@ pub mod mamba;
 pub mod norm;
 pub mod registry;
 pub mod selftest;
+pub mod tensor_map;
 
 /// No unwinding on the GPU: a panic (an out-of-bounds slice index, say) traps the
 /// kernel, and the host sees `CUDA_ERROR_ILLEGAL_INSTRUCTION` at the next sync.

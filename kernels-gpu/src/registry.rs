@@ -41,14 +41,14 @@ const NORM: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
 const ATTN_FWD: &[&str] = &[MMA, LDMATRIX, "ldmatrix.sync.aligned.m8n8.x4.trans", CP_ASYNC, "ex2.approx"];
 const WGMMA_SS: &str = "wgmma.mma_async.sync.aligned.m64n128k16.f32";
 /// The Hopper forward: S = Q K^T with both operands in SRAM (m64 n128 k16), O += P V with
-/// P from registers, K/V streamed by cp.async, made visible to wgmma's async proxy.
+/// P from registers, Q/K/V boxes copied by the tensor memory accelerator into mbarriers.
 const ATTN_FWD_WG: &[&str] = &[
     WGMMA_SS,
     "wgmma.fence",
     "wgmma.commit_group",
     "wgmma.wait_group",
-    CP_ASYNC,
-    "fence.proxy.async.shared::cta",
+    "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes",
+    "mbarrier.try_wait.parity",
     "ex2.approx",
 ];
 /// The split-KV decode kernel: the forward's tensor-core block step, a paged or
@@ -284,6 +284,11 @@ pub const MAX_REGS: &[(&str, u32)] = &[
     ("attn_bwd_d256_bf16", 240),
     ("attn_bwd_d256_f16", 240),
 ];
+
+/// Kernels whose by-value parameter struct holds tensor maps (`tensor_map::TensorMap`):
+/// the build declares their parameter `.align 64` (rustc's kernel ABI stops at 16).
+pub const PARAM_ALIGN_64: &[&str] =
+    &["attn_fwd_wg_d64_bf16", "attn_fwd_wg_d64_f16", "attn_fwd_wg_d128_bf16", "attn_fwd_wg_d128_f16"];
 
 /// The budget of `name`, if it is a kernel of this crate.
 pub fn kernel_info(name: &str) -> Option<&'static KernelInfo> {

@@ -5,8 +5,9 @@
 //! block, batch x head).
 
 use super::Problem;
-use crate::kernels::attention::{AttnFwdParams, fwd_tile_for, wg_tile_for};
+use crate::kernels::attention::{AttnFwdParams, WgFwdParams, WgTile, fwd_tile_for, wg_tile_for};
 use crate::runtime::ptx::Arch;
+use crate::runtime::tensor_map::tiled_4d;
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{DType, Element, Error, Result};
 use std::sync::OnceLock;
@@ -18,7 +19,10 @@ pub(crate) fn forward<T: Element>(
     v: &GpuTensor<T>,
     p: &Problem,
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
-    let (kernel, cfg) = fwd_launch(p, T::DTYPE, q.gpu().arch(), wgmma_opt_in()).ok_or_else(|| head_dim_error(p))?;
+    // The Hopper kernels' tensor maps need every extent >= 1 (an empty problem has
+    // nothing to copy: the mma.sync kernels write its O and lse).
+    let wgmma = wgmma_opt_in() && p.seqlen_q > 0 && p.seqlen_k > 0 && p.batch > 0;
+    let (kernel, cfg) = fwd_launch(p, T::DTYPE, q.gpu().arch(), wgmma).ok_or_else(|| head_dim_error(p))?;
     // Limits of the launch, checked before anything is allocated: positions are i32 in
     // the kernel, and the grid's dimensions are bounded.
     check_positions(p)?;
@@ -49,7 +53,24 @@ pub(crate) fn forward<T: Element>(
         score_pre,
         score_log2,
     };
-    gpu.launch(&kernel, cfg, &params)?;
+    match wgmma.then(|| wg_tile_for(p.head_dim as u32)).flatten().filter(|_| kernel.starts_with("attn_fwd_wg_")) {
+        Some(tile) => {
+            let maps = |what, t: &GpuTensor<T>, seqlen: usize, heads: usize, rows: u32| {
+                let (d, e) = (p.head_dim as u64, T::DTYPE.size_bytes() as u64);
+                let dims = [d, heads as u64, seqlen as u64, p.batch as u64];
+                let strides = [d * e, heads as u64 * d * e, seqlen as u64 * heads as u64 * d * e];
+                tiled_4d(what, T::DTYPE, t.device_addr(), dims, strides, [WgTile::SLAB, 1, rows, 1])
+            };
+            let wg = WgFwdParams {
+                q_map: maps("q", q, p.seqlen_q, p.heads_q, tile.block_m())?,
+                k_map: maps("k", k, p.seqlen_k, p.heads_kv, tile.block_n)?,
+                v_map: maps("v", v, p.seqlen_k, p.heads_kv, tile.block_n)?,
+                base: params,
+            };
+            gpu.launch(&kernel, cfg, &wg)?;
+        }
+        None => gpu.launch(&kernel, cfg, &params)?,
+    }
     Ok((o, lse))
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod blas;
 mod gpu;
 mod gpu_tensor;
 pub mod ptx;
+pub(crate) mod tensor_map;
 pub mod timing;
 
 pub use gpu::{Gpu, LaunchGrid};

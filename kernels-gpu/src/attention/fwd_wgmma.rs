@@ -5,24 +5,27 @@
 //! l/4 + 8, column pairs 2 (l % 4)), so the softmax is `block.rs`'s with one row tile.
 //!
 //! Memory story:
-//!   HBM  -> SRAM  Q tile once; K, V tiles per key block (BN keys), 2 stages each,
-//!                 cp.async into the core-matrix layout: K_{j+1} and V_j are in flight
-//!                 while S_j = Q K_j^T and O += P_{j-1} V_{j-1} run
+//!   HBM  -> SRAM  Q tile once; K, V tiles per key block (BN keys), 2 stages each, as
+//!                 boxes of the tensor memory accelerator (one thread issues them; an
+//!                 mbarrier per stage counts the bytes): K_{j+1} and V_j are in flight
+//!                 while S_j = Q K_j^T and O += P_{j-1} V_{j-1} run. Rows past a
+//!                 sequence's end and columns past the head dim land as zeros.
+//!   SRAM          128-byte swizzle: a [rows x d] tile is d/64 slabs of rows x 128 B,
+//!                 each row's 16-byte chunks XORed with (row % 8), so the tensor cores
+//!                 read it without bank conflicts
 //!   SRAM -> TC    wgmma reads Q and K (K-major descriptors) and V (MN-major) directly
 //!   regs          S (64 x BN f32 per warpgroup), P (bf16/f16, the register A operand of
 //!                 P V), O accumulator, row max m, row sum l
 //!   regs -> HBM   O (rounded) and lse, once
 
 use super::block::{Mask, inv_row_sum, mask_scores, online_softmax_lazy_deferred, rescale_o, row_lse, softcap};
-use super::tile::load_core_tile;
-use super::{AttnFwdParams, WG_D64, WG_D128, WgTile};
-use crate::device::cp_async::{commit, wait_group};
+use super::{WG_D64, WG_D128, WgFwdParams, WgTile};
+use crate::device::sram::arena;
 use crate::device::thread::{lane, sync_threads, tid, warp};
-use crate::device::unroll::pinned_u64;
+use crate::device::tma::{ParamAddr, arrive_expect_tx, fence_mbar_init, load_4d, mbar_init, mbar_wait, prefetch_map};
 use crate::device::warp::shfl_xor;
-use crate::device::wgmma::{WgAcc, WgElem, descriptor, fence_proxy_async, hold};
-use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, unroll};
-use crate::layout::{CORE_STRIDE, core_tile_bytes};
+use crate::device::wgmma::{WgAcc, WgElem, descriptor_sw128, hold};
+use crate::device::{Bf16, F16, FragA, FragC, HbmMut, unroll};
 
 /// Lazy rescaling's slack in the exp2 domain (as `fwd.rs`): P <= 2^8.
 const RESCALE_SLACK: f32 = 8.0;
@@ -32,6 +35,7 @@ const RESCALE_SLACK: f32 = 8.0;
 /// of O), KN = BN/8 (n-tiles of S), KK = BN/16 (k-steps of P V).
 #[inline(always)]
 unsafe fn attn_fwd_wg<
+    A: ParamAddr,
     T: WgElem,
     const D: u32,
     const WG: u32,
@@ -41,12 +45,13 @@ unsafe fn attn_fwd_wg<
     const KN: usize,
     const KK: usize,
 >(
-    p: &AttnFwdParams,
+    wp: &WgFwdParams,
 ) where
     [FragC; KN]: WgAcc,
     [FragC; DN]: WgAcc,
 {
     const { assert!(DK as u32 * 16 == D && DN as u32 * 8 == D && KN as u32 * 8 == BN && KK * 2 == KN) };
+    let p = &wp.base;
     let tile = WgTile { d: D, warpgroups: WG, block_n: BN };
     let block_m = tile.block_m();
     let threads = tile.threads();
@@ -68,51 +73,78 @@ unsafe fn attn_fwd_wg<
     let g_r0 = r0 + 64 * g as i32;
     let g_r1 = if g_r0 + 63 < r_end { g_r0 + 63 } else { r_end - 1 };
 
-    // SRAM: Q at 0, then 2 K stages, then 2 V stages (see WgTile).
-    let s_q = Sram::at(0);
-    let s_k = |st: u32| Sram::at(tile.k_offset(st));
-    let s_v = |st: u32| Sram::at(tile.v_offset(st));
+    // SRAM: the arena aligned up to 1024 bytes, then Q, 2 K stages, 2 V stages and the
+    // mbarriers (see WgTile).
+    let base = (arena() + WgTile::ALIGN - 1) & !(WgTile::ALIGN - 1);
+    let s_q = base;
+    let s_k = |st: u32| base + tile.k_offset(st);
+    let s_v = |st: u32| base + tile.v_offset(st);
+    let bar_q = base + tile.barrier_offset();
+    let bar_k = |st: u32| bar_q + 8 + 8 * st;
+    let bar_v = |st: u32| bar_q + 8 + 8 * WgTile::STAGES + 8 * st;
 
-    let q_hbm =
-        Hbm::<u16>::from_addr(p.q).offset(b as usize * p.q_batch_stride as usize + h as usize * p.head_dim as usize);
-    let kv_off = b as usize * p.k_batch_stride as usize + kv_h as usize * p.head_dim as usize;
-    let k_hbm = Hbm::<u16>::from_addr(p.k).offset(kv_off);
-    let v_hbm = Hbm::<u16>::from_addr(p.v).offset(kv_off);
-    let (q_rs, k_rs) = (p.q_row_stride as usize, p.k_row_stride as usize);
-
+    // The tensor maps, in the parameter struct (param space): Q [batch, seqlen_q,
+    // heads_q, d], K / V [batch, seqlen_k, heads_kv, d], coordinates innermost first.
+    let maps = A::param_addr();
+    let (q_map, k_map, v_map) = (maps, maps + 128, maps + 256);
+    const SLAB_BYTES: u32 = 128;
+    // A tile of `rows` rows: its D/64 slabs, each a box of 64 columns.
+    let load_tile = |map: u64, dst: u32, rows: u32, head: u32, first: i32, bar: u32| {
+        unroll::<2, _>(|slab| {
+            if (slab as u32) * WgTile::SLAB < D {
+                let c = [(slab as u32 * WgTile::SLAB) as i32, head as i32, first, b as i32];
+                unsafe { load_4d(dst + slab as u32 * rows * SLAB_BYTES, map, c, bar) };
+            }
+        });
+    };
+    let kv_bytes = tile.tile_bytes(BN);
+    // Issued by thread 0: K block nb into stage st, V block nb into stage st.
     let load_k = |nb: i32, st: u32| {
-        let first = nb * BN as i32;
-        let rs = pinned_u64(k_rs as u64) as usize;
-        let src = k_hbm.offset(first as usize * k_rs);
-        unsafe { load_core_tile::<D>(BN, threads, tid(), s_k(st), src, rs, sk - first, p.head_dim) };
+        unsafe { arrive_expect_tx(bar_k(st), kv_bytes) };
+        load_tile(k_map, s_k(st), BN, kv_h, nb * BN as i32, bar_k(st));
     };
     let load_v = |nb: i32, st: u32| {
-        let first = nb * BN as i32;
-        let rs = pinned_u64(k_rs as u64) as usize;
-        let src = v_hbm.offset(first as usize * k_rs);
-        unsafe { load_core_tile::<D>(BN, threads, tid(), s_v(st), src, rs, sk - first, p.head_dim) };
+        unsafe { arrive_expect_tx(bar_v(st), kv_bytes) };
+        load_tile(v_map, s_v(st), BN, kv_h, nb * BN as i32, bar_v(st));
     };
+    let leader = tid() == 0;
 
-    // Group 0: Q and the first K block.
-    unsafe {
-        load_core_tile::<D>(block_m, threads, tid(), s_q, q_hbm.offset(r0 as usize * q_rs), q_rs, sq - r0, p.head_dim)
-    };
+    // Block j (i = j - nb_lo) sits in stage i & 1, its barrier's phase (i / 2) & 1.
+    let stage = |j: i32| (j - nb_lo) as u32 & 1;
+    let parity = |j: i32| ((j - nb_lo) as u32 >> 1) & 1;
+
     if nb_lo < nb_hi {
-        // Step j reads K_j from stage j & 1.
-        load_k(nb_lo, nb_lo as u32 & 1);
+        if leader {
+            unsafe {
+                prefetch_map(q_map);
+                prefetch_map(k_map);
+                prefetch_map(v_map);
+                mbar_init(bar_q, 1);
+                unroll::<{ WgTile::STAGES as usize }, _>(|st| {
+                    mbar_init(bar_k(st as u32), 1);
+                    mbar_init(bar_v(st as u32), 1);
+                });
+            }
+            fence_mbar_init();
+            unsafe { arrive_expect_tx(bar_q, tile.tile_bytes(block_m)) };
+            load_tile(q_map, s_q, block_m, h, r0, bar_q);
+            load_k(nb_lo, 0);
+        }
+        // The barriers are initialized before anyone waits on them.
+        sync_threads();
     }
-    commit();
 
-    // Descriptors (16-byte units in the low bits: a byte offset X adds X / 16). Q and K
-    // are K-major: LBO = CORE_STRIDE between the d chunks, SBO = D/8 core matrices
-    // between 8-row groups; a k-step of 16 d columns is 2 chunks. V is MN-major: LBO =
-    // one 8-key group, SBO = CORE_STRIDE between d chunks; a k-step of 16 keys is 2 groups.
-    let row_group = core_tile_bytes(8, D / 8);
-    let q_desc = descriptor(s_q.byte(core_tile_bytes(64 * g, D / 8)), CORE_STRIDE, row_group);
-    let k_desc = |st: u32| descriptor(s_k(st).addr, CORE_STRIDE, row_group);
-    let v_desc = |st: u32| descriptor(s_v(st).addr, row_group, CORE_STRIDE);
-    let qk_step = (2 * CORE_STRIDE / 16) as u64;
-    let pv_step = (2 * row_group / 16) as u64;
+    // Descriptors (16-byte units in the low bits: a byte offset X adds X / 16), 128-byte
+    // swizzle. Q and K are K-major: SBO = 1024 (8 rows of 128 B); a k-step of 16 d
+    // columns is 32 B along the row, 4 per slab, then the next slab (rows x 128 B on).
+    // V is MN-major (d along the 128-byte rows): LBO = one slab (the next 64 d columns),
+    // SBO = 1024 (8 keys); a k-step of 16 keys is 2048 B.
+    let k_major = |addr: u32| descriptor_sw128(addr, 16, 1024);
+    let k_step = |kk: usize, rows: u32| ((kk as u32 / 4) * rows * SLAB_BYTES + (kk as u32 % 4) * 32) as u64 / 16;
+    let q_desc = k_major(s_q + 64 * g * SLAB_BYTES);
+    let k_desc = |st: u32| k_major(s_k(st));
+    let v_desc = |st: u32| descriptor_sw128(s_v(st), BN * SLAB_BYTES, 1024);
+    let pv_step = (16 * SLAB_BYTES / 16) as u64;
 
     let warp_row = w * 16;
     let mut o_acc = [[FragC::zero(); DN]; 1];
@@ -121,33 +153,33 @@ unsafe fn attn_fwd_wg<
     let mut row_sum = [[0.0f32; 2]; 1];
     let score_log2 = p.score_log2;
 
-    // Step j: K_j and V_{j-1} landed and are visible to wgmma (the async proxy), and
-    // every warp is past step j-1, whose products (the last readers of K_{j-1} and
-    // V_{j-2}) were waited for: their stages take K_{j+1} and V_j (one group).
+    // Step j: every warp is past step j-1, whose products (the last readers of K_{j-1}
+    // and V_{j-2}) were waited for: their stages take K_{j+1} and V_j.
     let begin_step = |j: i32| {
-        wait_group::<0>();
-        fence_proxy_async();
         sync_threads();
-        if j + 1 < nb_hi {
-            load_k(j + 1, (j as u32 + 1) & 1);
+        if leader {
+            if j + 1 < nb_hi {
+                load_k(j + 1, stage(j + 1));
+            }
+            if j < nb_hi {
+                load_v(j, stage(j));
+            }
         }
-        if j < nb_hi {
-            load_v(j, j as u32 & 1);
-        }
-        commit();
     };
-    // S = Q K_j^T: DK products m64 n BN k16, one group.
+    // S = Q K_j^T: DK products m64 n BN k16, one group (after K_j has landed).
     let issue_s = |s: &mut [[FragC; KN]; 1], j: i32| {
-        let kd = k_desc(j as u32 & 1);
+        mbar_wait(bar_k(stage(j)), parity(j));
+        let kd = k_desc(stage(j));
         s[0].fence();
         unroll::<DK, _>(|kk| unsafe {
-            s[0].mma_ss::<T>(q_desc + qk_step * kk as u64, kd + qk_step * kk as u64, kk != 0)
+            s[0].mma_ss::<T>(q_desc + k_step(kk, block_m), kd + k_step(kk, BN), kk != 0)
         });
         crate::device::wgmma::commit();
     };
-    // O += P_j V_j: KK products m64 n D k16, P from registers, one group.
+    // O += P_j V_j: KK products m64 n D k16, P from registers, one group (after V_j).
     let issue_pv = |o: &mut [[FragC; DN]; 1], p_frag: &[[FragA; KK]; 1], j: i32| {
-        let vd = v_desc(j as u32 & 1);
+        mbar_wait(bar_v(stage(j)), parity(j));
+        let vd = v_desc(stage(j));
         o[0].fence();
         unroll::<KK, _>(|kk| unsafe { o[0].mma_rs_trans::<T>(&p_frag[0][kk], vd + pv_step * kk as u64) });
         crate::device::wgmma::commit();
@@ -173,6 +205,7 @@ unsafe fn attn_fwd_wg<
     // around waits it must insert on divergent paths). Both warpgroups run every key
     // block of the CTA (the mask covers the rows a block does not reach).
     if nb_lo < nb_hi {
+        mbar_wait(bar_q, 0);
         begin_step(nb_lo);
         issue_s(&mut s, nb_lo);
         s[0].wait::<0>();
@@ -197,7 +230,6 @@ unsafe fn attn_fwd_wg<
         issue_pv(&mut o_acc, &p_frag, nb_hi - 1);
         o_acc[0].wait::<0>();
     }
-    wait_group::<0>();
 
     // Epilogue: O / l rounded to T, and lse = (m * score_log2 + log2 l) ln 2. A row that
     // saw no key: O = 0, lse = +inf.
@@ -211,7 +243,7 @@ unsafe fn attn_fwd_wg<
         let row = r0 + (warp_row + l / 4 + 8 * hf as u32) as i32;
         let inv = inv_row_sum(sum);
         if row < sq {
-            let row_off = o_base + row as usize * q_rs;
+            let row_off = o_base + row as usize * p.q_row_stride as usize;
             unroll::<DN, _>(|dn| {
                 let col = dn as u32 * 8 + (l % 4) * 2;
                 if col < p.head_dim {
@@ -232,10 +264,26 @@ unsafe fn attn_fwd_wg<
 macro_rules! wg_entry {
     ($name:ident, $t:ty, $tile:expr) => {
         #[unsafe(no_mangle)]
-        pub unsafe extern "ptx-kernel" fn $name(p: AttnFwdParams) {
+        pub unsafe extern "ptx-kernel" fn $name(p: WgFwdParams) {
             const TL: WgTile = $tile;
+            /// The parameter struct's generic address (its PTX symbol is `<entry>_param_0`).
+            struct Param;
+            impl ParamAddr for Param {
+                #[inline(always)]
+                fn param_addr() -> u64 {
+                    let a: u64;
+                    unsafe {
+                        core::arch::asm!(
+                            concat!("mov.u64 {0}, ", stringify!($name), "_param_0; cvta.param.u64 {0}, {0};"),
+                            out(reg64) a, options(pure, nomem, nostack)
+                        )
+                    };
+                    a
+                }
+            }
             unsafe {
                 attn_fwd_wg::<
+                    Param,
                     $t,
                     { TL.d },
                     { TL.warpgroups },

@@ -30,6 +30,8 @@ mod split_kv;
 #[cfg(target_arch = "nvptx64")]
 pub(crate) mod tile;
 
+use crate::tensor_map::TensorMap;
+
 /// Launch parameters of the forward kernels (one definition for host and device).
 /// Strides are in elements; q and o share their layout, and k and v theirs.
 #[repr(C)]
@@ -197,11 +199,13 @@ pub const FWD_SMEM_BUDGET: u32 = {
 
 /// Tile shape of a Hopper forward kernel (`fwd_wgmma`, sm_90a only): each warpgroup (4
 /// warps) owns 64 query rows and runs S = Q K^T and O += P V as `wgmma` m64 products;
-/// Q, K and V sit in SRAM in the core-matrix layout (`crate::layout::core_offset`), K/V
-/// in two stages.
+/// Q, K and V land in SRAM from the tensor memory accelerator in its 128-byte-swizzled
+/// layout: a [rows x d] tile is d/64 column slabs of [rows x 128 B] (64 elements of a
+/// row per 128-byte line), K/V in two stages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WgTile {
-    /// Head dim the kernel is compiled for (smaller head dims are zero-padded).
+    /// Head dim the kernel is compiled for (smaller head dims are zero-filled by the
+    /// copy engine: the tensor map's inner extent is the real head dim).
     pub d: u32,
     pub warpgroups: u32,
     /// Keys per K/V block: the N of S = Q K^T's product, the K of P V's.
@@ -210,36 +214,57 @@ pub struct WgTile {
 
 impl WgTile {
     pub const STAGES: u32 = 2;
+    /// Elements per row of a swizzle slab (128 bytes of a 16-bit type).
+    pub const SLAB: u32 = 64;
+    /// The arena is aligned up to this inside the request (the swizzle atoms start on
+    /// 1024-byte boundaries).
+    pub const ALIGN: u32 = 1024;
     pub const fn block_m(self) -> u32 {
         self.warpgroups * 64
     }
     pub const fn threads(self) -> u32 {
         self.warpgroups * 128
     }
-    /// SRAM bytes of a tile of `rows` rows in the core-matrix layout (2.25 d per row:
-    /// 16 bytes of padding per 128-byte core matrix, see `layout::CORE_STRIDE`).
+    /// SRAM bytes of a [rows x d] tile (d/64 slabs of rows x 128 B).
     pub const fn tile_bytes(self, rows: u32) -> u32 {
-        crate::layout::core_tile_bytes(rows, self.d / 8)
+        rows * self.d * 2
     }
-    /// SRAM layout: [Q: block_m rows][K: 2 x block_n rows][V: 2 x block_n rows].
+    /// SRAM layout after the 1024-byte alignment: [Q: block_m rows][K: 2 x block_n
+    /// rows][V: 2 x block_n rows][mbarriers: Q, K 0/1, V 0/1, 8 bytes each].
     pub const fn k_offset(self, stage: u32) -> u32 {
         self.tile_bytes(self.block_m() + stage * self.block_n)
     }
     pub const fn v_offset(self, stage: u32) -> u32 {
         self.tile_bytes(self.block_m() + (Self::STAGES + stage) * self.block_n)
     }
-    pub const fn smem_bytes(self) -> u32 {
+    pub const fn barrier_offset(self) -> u32 {
         self.tile_bytes(self.block_m() + 2 * Self::STAGES * self.block_n)
+    }
+    pub const fn smem_bytes(self) -> u32 {
+        Self::ALIGN + self.barrier_offset() + 8 * (1 + 2 * Self::STAGES)
     }
 }
 
-// Hopper tiles: (block_m + 4 block_n) rows x 2.25 d bytes, one CTA per SM:
-//   d=64:  2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 144 B =  90 KiB
-//   d=128: 2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 288 B = 180 KiB
+// Hopper tiles: (block_m + 4 block_n) rows x 2 d bytes, one CTA per SM:
+//   d=64:  2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 128 B =  80 KiB (+1 KiB)
+//   d=128: 2 warpgroups x 64 rows, 128-key blocks: (128 + 512) x 256 B = 160 KiB (+1 KiB)
 // Registers per thread: S 64 f32 (64 rows x 128 keys over 128 threads), O d/2 f32, P 32
 // (two of them while P V overlaps the next block's softmax).
 pub const WG_D64: WgTile = WgTile { d: 64, warpgroups: 2, block_n: 128 };
 pub const WG_D128: WgTile = WgTile { d: 128, warpgroups: 2, block_n: 128 };
+
+/// Launch parameters of the Hopper forward: the tensor maps of Q, K and V (bf16 / f16,
+/// 4-d `[batch, seqlen, heads, head_dim]` with the row strides of `base`, boxes of
+/// 64 x 1 x rows x 1 with the 128-byte swizzle), then the forward's parameters. The maps
+/// sit at offsets 0, 128 and 256 of a parameter the build aligns to 64 bytes.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WgFwdParams {
+    pub q_map: TensorMap,
+    pub k_map: TensorMap,
+    pub v_map: TensorMap,
+    pub base: AttnFwdParams,
+}
 
 /// The Hopper tile a head dim runs on: the head dims whose `fwd_tile_for` tile is d=64 or
 /// d=128 (33..=64 and 97..=128); None for the rest, which stay on `mma.sync`.

@@ -9,7 +9,8 @@
 //! - [`frag`]: register fragments of the tensor-core operands, fixed arrays indexed only
 //!   by constants so they stay in registers; [`mma`] multiplies them.
 //! - [`thread`], [`warp`], [`math`], [`act`] (activations), [`pack`], [`cp_async`],
-//!   [`ldmatrix`], [`atomic`]; on sm_90a, `wgmma` (Hopper's warpgroup tensor-core product).
+//!   [`ldmatrix`], [`atomic`]; on sm_90a, `wgmma` (Hopper's warpgroup tensor-core product)
+//!   and `tma` (the tensor memory accelerator's bulk copies and their mbarriers).
 //!
 //! Each wrapper's doc line names the PTX it emits.
 
@@ -26,6 +27,9 @@ pub mod pack;
 pub mod sram;
 pub mod thread;
 pub mod unroll;
+/// Hopper only: compiled into the sm_90a PTX alone.
+#[cfg(target_feature = "sm_90a")]
+pub mod tma;
 pub mod warp;
 /// Hopper only: compiled into the sm_90a PTX alone.
 #[cfg(target_feature = "sm_90a")]

@@ -28,6 +28,17 @@ pub fn descriptor(addr: u32, lbo: u32, sbo: u32) -> u64 {
     ((addr as u64 & 0x3FFFF) >> 4) | (((lbo as u64) >> 4) << 16) | (((sbo as u64) >> 4) << 32)
 }
 
+/// A descriptor of a 128-byte-swizzled operand (the layout the tensor memory accelerator
+/// writes with `CU_TENSOR_MAP_SWIZZLE_128B`: 8-row atoms of 128-byte rows, 1024 bytes,
+/// each row's 16-byte chunks XORed with its row index). K-major: LBO unused (1), SBO =
+/// 1024 between 8-row groups, a k-step of 16 elements advances the start by 32 bytes
+/// inside the row. MN-major: LBO between 64-element-wide atoms, SBO = 1024 between
+/// 8-row groups along K. The atoms start on 1024-byte boundaries (base offset 0).
+#[inline(always)]
+pub fn descriptor_sw128(addr: u32, lbo: u32, sbo: u32) -> u64 {
+    descriptor(addr, lbo, sbo) | (1u64 << 62)
+}
+
 /// `wgmma.fence.sync.aligned;` — orders this warpgroup's earlier register accesses
 /// before the products that follow (needed before the first product and whenever an
 /// accumulator or a register A operand was written by other instructions).

@@ -1,0 +1,82 @@
+//! Hopper's tensor memory accelerator (sm_90a only): one thread asks the copy engine for
+//! a whole box of a tensor, HBM -> SRAM, described by a tensor map the host encoded
+//! (`cuTensorMapEncodeTiled`: shape, strides, box, 128-byte swizzle, zeros outside the
+//! tensor); an mbarrier in SRAM counts the bytes as they land, and the readers wait on
+//! its phase. No thread computes an address per 16 bytes, and rows past the tensor's
+//! end arrive as zeros.
+//!
+//! The tensor maps travel inside the kernel's by-value parameter struct (the param
+//! space, which the copy engine reads directly): [`ParamAddr`] takes their generic
+//! address without LLVM copying the parameter to a stack frame (`crate::tensor_map`).
+
+use core::arch::asm;
+
+/// The generic address of a kernel's by-value parameter, implemented per kernel entry
+/// by naming its PTX parameter symbol (`<kernel>_param_0`) in `mov` + `cvta.param`.
+pub trait ParamAddr {
+    fn param_addr() -> u64;
+}
+
+/// `mbarrier.init.shared.b64 [bar], count;` — a barrier whose phase completes after
+/// `count` arrivals and all bytes announced with [`arrive_expect_tx`] have landed.
+#[inline(always)]
+pub unsafe fn mbar_init(bar: u32, count: u32) {
+    unsafe { asm!("mbarrier.init.shared.b64 [{0}], {1};", in(reg32) bar, in(reg32) count, options(nostack)) }
+}
+
+/// `fence.mbarrier_init.release.cluster;` — makes the initialized barriers visible to
+/// the copy engine (then a block barrier for the other threads).
+#[inline(always)]
+pub fn fence_mbar_init() {
+    unsafe { asm!("fence.mbarrier_init.release.cluster;", options(nostack)) }
+}
+
+/// `mbarrier.arrive.expect_tx.shared::cta.b64 _, [bar], bytes;` — this thread's arrival,
+/// announcing `bytes` more to land before the phase completes.
+#[inline(always)]
+pub unsafe fn arrive_expect_tx(bar: u32, bytes: u32) {
+    unsafe {
+        asm!("{{ .reg .b64 st; mbarrier.arrive.expect_tx.shared::cta.b64 st, [{0}], {1}; }}",
+             in(reg32) bar, in(reg32) bytes, options(nostack))
+    }
+}
+
+/// Waits until the barrier's phase with parity `parity` has completed
+/// (`mbarrier.try_wait.parity.shared::cta.b64` in a loop).
+#[inline(always)]
+pub fn mbar_wait(bar: u32, parity: u32) {
+    loop {
+        let done: u32;
+        unsafe {
+            asm!(
+                "{{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [{b}], {ph}; selp.u32 {d}, 1, 0, p; }}",
+                b = in(reg32) bar, ph = in(reg32) parity, d = out(reg32) done, options(nostack)
+            )
+        }
+        if done != 0 {
+            break;
+        }
+    }
+}
+
+/// `cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes`:
+/// the box of the tensor map at generic address `map` whose first element is at
+/// coordinates `c` (innermost first) into SRAM at `dst` (1024-byte aligned for the
+/// 128-byte swizzle), its bytes counted on `bar`.
+#[inline(always)]
+pub unsafe fn load_4d(dst: u32, map: u64, c: [i32; 4], bar: u32) {
+    unsafe {
+        asm!(
+            "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{d}], [{m}, {{{c0}, {c1}, {c2}, {c3}}}], [{b}];",
+            d = in(reg32) dst, m = in(reg64) map, c0 = in(reg32) c[0], c1 = in(reg32) c[1], c2 = in(reg32) c[2],
+            c3 = in(reg32) c[3], b = in(reg32) bar, options(nostack)
+        )
+    }
+}
+
+/// `prefetch.tensormap [map];` — fetches a tensor map into the copy engine's cache ahead
+/// of its first use.
+#[inline(always)]
+pub unsafe fn prefetch_map(map: u64) {
+    unsafe { asm!("prefetch.tensormap [{0}];", in(reg64) map, options(nostack)) }
+}

@@ -2,7 +2,9 @@
 //! with. The PTX test runs `ptxas -v` over all of them and fails on spills, stack frames
 //! or SRAM over these budgets; the host checks the budget against the device's limit.
 
-use crate::attention::backward::{BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D128_SM90, BWD_D192, BWD_D256};
+use crate::attention::backward::{
+    BWD_D32, BWD_D64, BWD_D96, BWD_D128, BWD_D128_SM90, BWD_D192, BWD_D256, WG_BWD_D64, WG_BWD_D128,
+};
 use crate::attention::decode::{SPLIT_D64, SPLIT_D128, SPLIT_D256};
 use crate::attention::{FWD_D32, FWD_D64, FWD_D96, FWD_D128, FWD_D192, FWD_D256, WG_D64, WG_D128};
 use crate::conv::{CONV_BWD_SMEM_BUDGET, CONV_FWD_SMEM_BUDGET};
@@ -90,6 +92,21 @@ const ATTN_BWD_EXCHANGE: &[&str] = &[
     "st.shared.b32",
     "red.global.add.",
 ];
+/// The Hopper backward: wgmma products with both operands in SRAM (S^T, dP^T: m64 n64;
+/// dQ: both transposed), with A from registers (dV, dK), tiles copied by the tensor
+/// memory accelerator, lse / D by cp.async, dS^T stored to SRAM, dQ added as f32 pairs.
+const ATTN_BWD_WG: &[&str] = &[
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32",
+    "p, 1, 1, 1, 1;",
+    "wgmma.wait_group",
+    "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes",
+    "mbarrier.try_wait.parity",
+    "cp.async.ca.shared.global",
+    "ex2.approx",
+    "st.shared.b32",
+    "fence.proxy.async.shared::cta",
+    "red.global.add.v2.f32",
+];
 /// The backward's row passes: 16-byte loads and stores, a warp sum (pre).
 const ATTN_BWD_PRE: &[&str] = &["ld.global.nc.v4", "st.global.v4", "shfl.sync.bfly"];
 const ATTN_BWD_DQ: &[&str] = &["ld.global.nc.v4", "st.global.v4"];
@@ -170,6 +187,10 @@ pub const KERNELS: &[KernelInfo] = &[
     k("attn_bwd_d128_f16", BWD_D128.smem_bytes(), ATTN_BWD_EXCHANGE),
     k90("attn_bwd_d128x2_bf16", BWD_D128_SM90.smem_bytes(), ATTN_BWD_EXCHANGE),
     k90("attn_bwd_d128x2_f16", BWD_D128_SM90.smem_bytes(), ATTN_BWD_EXCHANGE),
+    k90("attn_bwd_wg_d64_bf16", WG_BWD_D64.smem_bytes(), ATTN_BWD_WG),
+    k90("attn_bwd_wg_d64_f16", WG_BWD_D64.smem_bytes(), ATTN_BWD_WG),
+    k90("attn_bwd_wg_d128_bf16", WG_BWD_D128.smem_bytes(), ATTN_BWD_WG),
+    k90("attn_bwd_wg_d128_f16", WG_BWD_D128.smem_bytes(), ATTN_BWD_WG),
     k("attn_bwd_d192_bf16", BWD_D192.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d192_f16", BWD_D192.smem_bytes(), ATTN_BWD),
     k("attn_bwd_d256_bf16", BWD_D256.smem_bytes(), ATTN_BWD),
@@ -287,8 +308,16 @@ pub const MAX_REGS: &[(&str, u32)] = &[
 
 /// Kernels whose by-value parameter struct holds tensor maps (`tensor_map::TensorMap`):
 /// the build declares their parameter `.align 64` (rustc's kernel ABI stops at 16).
-pub const PARAM_ALIGN_64: &[&str] =
-    &["attn_fwd_wg_d64_bf16", "attn_fwd_wg_d64_f16", "attn_fwd_wg_d128_bf16", "attn_fwd_wg_d128_f16"];
+pub const PARAM_ALIGN_64: &[&str] = &[
+    "attn_fwd_wg_d64_bf16",
+    "attn_fwd_wg_d64_f16",
+    "attn_fwd_wg_d128_bf16",
+    "attn_fwd_wg_d128_f16",
+    "attn_bwd_wg_d64_bf16",
+    "attn_bwd_wg_d64_f16",
+    "attn_bwd_wg_d128_bf16",
+    "attn_bwd_wg_d128_f16",
+];
 
 /// The budget of `name`, if it is a kernel of this crate.
 pub fn kernel_info(name: &str) -> Option<&'static KernelInfo> {

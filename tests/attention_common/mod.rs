@@ -10,7 +10,7 @@ use flashscan::reference::attention::{
     AttentionRef, attention, attention_backward, attention_backward_given_o, to_f64, visible,
 };
 use flashscan::reference::rel_error;
-use flashscan::{Device, Element, Tensor, bf16};
+use flashscan::{Device, Element, Tensor, bf16, f16};
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 
@@ -319,6 +319,70 @@ pub fn check_nan_row<T: Element>(case: &Case, row: usize, head: usize, device: D
     let (mut q, k, v) = case.inputs::<T>();
     q[[0, row, head, case.head_dim / 2]] = T::from_f32(f32::NAN);
     check_inputs(case, &q, &k, &v, device, tol::<T>(), &[(0, head, row)])
+}
+
+/// The tile-edge suite of the d=64 and d=128 forward kernels on GPU `device` (whichever
+/// the `FLASHSCAN_WGMMA_FWD` switch picks on a Hopper: `gpu_attention_wgmma.rs` runs it
+/// on the `wgmma` kernels, `gpu_attention_mma.rs` on the `mma.sync` ones).
+///
+/// Tile edges (the Hopper kernels: 128 query rows in two 64-row warpgroups, 128-key
+/// blocks; `mma.sync`: 128 x 64 at d=128, 64 x 64 at d=64): lengths around the block
+/// edges, bottom-right causal with seqlen_q != seqlen_k (a warpgroup may see fewer key
+/// blocks than its CTA, or none), windows ending inside a block, at head dims 64, 128
+/// and the padded 48, 112 (the copy engine zero-fills the columns past the head dim);
+/// soft-capping, scales and one-sided windows; GQA / MQA; large logits, a NaN row; long
+/// sequences, a long sliding window, more queries than keys (rows seeing nothing);
+/// length 1 on either side; three batches (the tensor maps' outer dimension).
+pub fn check_forward_tile_edges(d: Device) {
+    let causal = AttentionOptions { causal: true, ..Default::default() };
+    let window = AttentionOptions { window_left: Some(70), window_right: Some(3), ..Default::default() };
+
+    for &hd in &[64, 128, 48, 112] {
+        for opts in [AttentionOptions::default(), causal, window] {
+            for (sq, sk) in [
+                (1, 1),
+                (1, 129),
+                (130, 1),
+                (64, 64),
+                (65, 200),
+                (128, 128),
+                (129, 127),
+                (255, 257),
+                (300, 64),
+                (40, 520),
+            ] {
+                let case = Case::new(if sq == 65 { 3 } else { 1 }, sq, sk, 4, 2, hd).with(opts);
+                check::<bf16>(&case, d, tol::<bf16>()).unwrap();
+                check::<f16>(&case, d, tol::<f16>()).unwrap();
+            }
+        }
+    }
+    // Soft-capping, scales and one-sided windows; GQA / MQA.
+    let options = [
+        AttentionOptions { window_left: Some(0), window_right: Some(0), ..Default::default() },
+        AttentionOptions { window_right: Some(5), ..Default::default() },
+        AttentionOptions { softcap: Some(30.0), ..Default::default() },
+        AttentionOptions { softcap: Some(2.0), softmax_scale: Some(0.7), causal: true, ..Default::default() },
+        AttentionOptions { softmax_scale: Some(0.02), ..Default::default() },
+    ];
+    for &hd in &[64, 128] {
+        for opts in options {
+            let mut case = Case::new(1, 700, 300, 4, 2, hd).with(opts);
+            case.magnitude = 3.0;
+            check::<bf16>(&case, d, tol::<bf16>()).unwrap();
+        }
+        for heads_kv in [1, 8] {
+            check::<f16>(&Case::new(2, 300, 517, 8, heads_kv, hd).with(causal), d, tol::<f16>()).unwrap();
+        }
+        check_large_logits::<bf16>(&Case::new(1, 517, 700, 4, 2, hd).with(causal), d).unwrap();
+        check_nan_row::<bf16>(&Case::new(1, 300, 200, 4, 2, hd), 37, 1, d).unwrap();
+    }
+    // Long sequences, a long sliding window, more queries than keys (rows seeing nothing).
+    check::<bf16>(&Case::new(1, 4096, 4096, 2, 1, 128), d, tol::<bf16>()).unwrap();
+    check::<f16>(&Case::new(1, 4096, 4096, 2, 2, 64).with(causal), d, tol::<f16>()).unwrap();
+    let long_window = AttentionOptions { window_left: Some(256), window_right: Some(0), ..Default::default() };
+    check::<bf16>(&Case::new(1, 3001, 4096, 2, 1, 128).with(long_window), d, tol::<bf16>()).unwrap();
+    check::<f16>(&Case::new(1, 4096, 1000, 2, 1, 64).with(causal), d, tol::<f16>()).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
-//! GPU path of the attention forward: picks the kernel and its tile for the head dim (the
-//! `mma.sync` kernels; on Hopper, with `FLASHSCAN_WGMMA_FWD=1`, the `wgmma` kernels for
-//! the d=64 and d=128 tiles: correct, but slower today, see docs/PERF.md), fills the
-//! launch parameters (`kernels-gpu/src/attention`) and launches one CTA per (query
-//! block, batch x head).
+//! GPU path of the attention forward: picks the kernel and its tile for the head dim (on
+//! Hopper, the `wgmma` kernels fed by the tensor memory accelerator for the d=64 and
+//! d=128 tiles, 1.2-1.6x the `mma.sync` kernels on the H100, docs/PERF.md; elsewhere and
+//! for the other head dims, the `mma.sync` kernels), fills the launch parameters
+//! (`kernels-gpu/src/attention`; for the Hopper kernels, the tensor maps of q, k and v)
+//! and launches one CTA per (query block, batch x head).
 
 use super::Problem;
 use crate::kernels::attention::{AttnFwdParams, WgFwdParams, WgTile, fwd_tile_for, wg_tile_for};
+use crate::kernels::tensor_map::TensorMap;
 use crate::runtime::ptx::Arch;
 use crate::runtime::tensor_map::tiled_4d;
 use crate::runtime::{GpuTensor, LaunchGrid};
@@ -21,7 +23,7 @@ pub(crate) fn forward<T: Element>(
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
     // The Hopper kernels' tensor maps need every extent >= 1 (an empty problem has
     // nothing to copy: the mma.sync kernels write its O and lse).
-    let wgmma = wgmma_opt_in() && p.seqlen_q > 0 && p.seqlen_k > 0 && p.batch > 0;
+    let wgmma = wgmma_enabled() && p.seqlen_q > 0 && p.seqlen_k > 0 && p.batch > 0;
     let (kernel, cfg) = fwd_launch(p, T::DTYPE, q.gpu().arch(), wgmma).ok_or_else(|| head_dim_error(p))?;
     // Limits of the launch, checked before anything is allocated: positions are i32 in
     // the kernel, and the grid's dimensions are bounded.
@@ -55,16 +57,10 @@ pub(crate) fn forward<T: Element>(
     };
     match wgmma.then(|| wg_tile_for(p.head_dim as u32)).flatten().filter(|_| kernel.starts_with("attn_fwd_wg_")) {
         Some(tile) => {
-            let maps = |what, t: &GpuTensor<T>, seqlen: usize, heads: usize, rows: u32| {
-                let (d, e) = (p.head_dim as u64, T::DTYPE.size_bytes() as u64);
-                let dims = [d, heads as u64, seqlen as u64, p.batch as u64];
-                let strides = [d * e, heads as u64 * d * e, seqlen as u64 * heads as u64 * d * e];
-                tiled_4d(what, T::DTYPE, t.device_addr(), dims, strides, [WgTile::SLAB, 1, rows, 1])
-            };
             let wg = WgFwdParams {
-                q_map: maps("q", q, p.seqlen_q, p.heads_q, tile.block_m())?,
-                k_map: maps("k", k, p.seqlen_k, p.heads_kv, tile.block_n)?,
-                v_map: maps("v", v, p.seqlen_k, p.heads_kv, tile.block_n)?,
+                q_map: row_map("q", q, p, p.seqlen_q, p.heads_q, tile.block_m())?,
+                k_map: row_map("k", k, p, p.seqlen_k, p.heads_kv, tile.block_n)?,
+                v_map: row_map("v", v, p, p.seqlen_k, p.heads_kv, tile.block_n)?,
                 base: params,
             };
             gpu.launch(&kernel, cfg, &wg)?;
@@ -74,12 +70,35 @@ pub(crate) fn forward<T: Element>(
     Ok((o, lse))
 }
 
-/// `FLASHSCAN_WGMMA_FWD=1` (read once per process): the Hopper forward kernels for the
-/// head dims they cover. Off by default: they measured 0.69-0.85x the `mma.sync` kernels
-/// on the H100 (docs/PERF.md); the switch keeps them testable until they win.
-fn wgmma_opt_in() -> bool {
+/// The Hopper forward kernels for the head dims they cover, unless `FLASHSCAN_WGMMA_FWD=0`
+/// (read once per process), which keeps the `mma.sync` kernels on a Hopper GPU too: for
+/// A/B runs, and for the tests of those kernels on an H100.
+fn wgmma_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("FLASHSCAN_WGMMA_FWD").is_some_and(|v| v != "0"))
+    switch_on(&ON, "FLASHSCAN_WGMMA_FWD")
+}
+
+/// A switch read once per process into `cell`: on unless the variable `var` is "0".
+pub(super) fn switch_on(cell: &OnceLock<bool>, var: &str) -> bool {
+    *cell.get_or_init(|| std::env::var_os(var).is_none_or(|v| v != "0"))
+}
+
+/// The tensor map of a `[batch, seqlen, heads, head_dim]` tensor (`what` names it in an
+/// error) for the Hopper kernels' copies: boxes of 64 columns x 1 head x `rows`
+/// positions x 1 batch, 128-byte swizzle, zeros past every extent (the head dim
+/// included, so a padded head dim reads zero columns).
+pub(super) fn row_map<T: Element>(
+    what: &'static str,
+    t: &GpuTensor<T>,
+    p: &Problem,
+    seqlen: usize,
+    heads: usize,
+    rows: u32,
+) -> Result<TensorMap> {
+    let (d, e) = (p.head_dim as u64, T::DTYPE.size_bytes() as u64);
+    let dims = [d, heads as u64, seqlen as u64, p.batch as u64];
+    let strides = [d * e, heads as u64 * d * e, seqlen as u64 * heads as u64 * d * e];
+    tiled_4d(what, T::DTYPE, t.device_addr(), dims, strides, [WgTile::SLAB, 1, rows, 1])
 }
 
 /// The forward kernel for a problem on a GPU of build `arch` (`wgmma`: take the Hopper
@@ -166,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn hopper_runs_wgmma_for_the_d64_and_d128_tiles_only_when_asked() {
+    fn hopper_runs_wgmma_for_the_d64_and_d128_tiles_unless_switched_off() {
         let name = |hd, arch, wg| fwd_launch(&problem(hd, 300), DType::BF16, arch, wg).map(|(n, _)| n);
         for (hd, tile) in [(40, 64), (64, 64), (104, 128), (128, 128)] {
             assert_eq!(name(hd, Arch::Sm90a, true), Some(format!("attn_fwd_wg_d{tile}_bf16")));
@@ -179,8 +198,9 @@ mod tests {
         assert_eq!(name(264, Arch::Sm90a, true), None);
         let (kernel, cfg) = fwd_launch(&problem(128, 300), DType::F16, Arch::Sm90a, true).expect("a tile");
         assert_eq!(kernel, "attn_fwd_wg_d128_f16");
-        // 300 rows in blocks of 128, 2 x 4 (batch, head) pairs, 2 warpgroups, 180 KiB.
-        assert_eq!((cfg.grid, cfg.block, cfg.smem), ((3, 8, 1), 256, 180 * 1024));
+        // 300 rows in blocks of 128, 2 x 4 (batch, head) pairs, 2 warpgroups; 160 KiB of
+        // tiles, 1 KiB of alignment slack, 5 mbarriers.
+        assert_eq!((cfg.grid, cfg.block, cfg.smem), ((3, 8, 1), 256, 160 * 1024 + 1024 + 40));
         let (kernel, cfg) = fwd_launch(&problem(128, 300), DType::F16, Arch::Sm90a, false).expect("a tile");
         assert_eq!(kernel, "attn_fwd_d128_f16");
         assert_eq!((cfg.grid, cfg.block), ((3, 8, 1), 128));

@@ -4,19 +4,24 @@
 //!    dQ accumulator(s) zeroed.
 //! 2. `attn_bwd`: one CTA per (key block, batch x kv head) (fast mode), or `splits` CTAs
 //!    per (batch, kv head) that each take every `splits`-th key block (deterministic
-//!    mode); dK and dV written once, dQ added into the accumulator(s).
+//!    mode); dK and dV written once, dQ added into the accumulator(s). On Hopper, the
+//!    fast mode at the d=64 and d=128 tiles runs `attn_bwd_wg` (`wgmma`, tiles copied by
+//!    the tensor memory accelerator; `FLASHSCAN_WGMMA_BWD=0` keeps `mma.sync`).
 //! 3. `attn_bwd_dq`: dq = scale x the accumulators' sum (in split order), rounded.
 //!
 //! Extra device memory: D (4 bytes per query row and head) and the accumulator(s)
 //! (4 x head_dim bytes per row and head, times `splits` in the deterministic mode):
 //! O(N), nothing N x N.
 
-use super::gpu::{check_positions, head_dim_error};
+use super::gpu::{check_positions, head_dim_error, row_map, switch_on};
 use super::{AttentionGrads, Problem};
-use crate::kernels::attention::backward::{AttnBwdParams, AttnBwdRowParams, BWD_ROW_THREADS, bwd_tile_for};
+use crate::kernels::attention::backward::{
+    AttnBwdParams, AttnBwdRowParams, BWD_ROW_THREADS, WG_BWD_D64, WG_BWD_D128, WgBwdParams, WgBwdTile, bwd_tile_for,
+};
 use crate::runtime::ptx::Arch;
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{Element, Error, Result, Tensor};
+use std::sync::OnceLock;
 
 /// Runs the backward on validated device tensors (shapes as in `attention::backward`).
 #[allow(clippy::too_many_arguments)]
@@ -116,12 +121,42 @@ pub(crate) fn backward<T: Element>(
         scale: p.scale,
         deterministic: deterministic as u32,
     };
-    let cfg = LaunchGrid {
-        grid: (if deterministic { splits } else { key_blocks } as u32, (p.batch * p.heads_kv) as u32, 1),
-        block: tile.threads(),
-        smem: tile.smem_bytes(),
-    };
-    gpu.launch(&format!("{kernel}_{dtype}"), cfg, &params)?;
+    let hopper = (gpu.arch() == Arch::Sm90a && !deterministic && p.seqlen_q > 0 && p.seqlen_k > 0 && wgmma_enabled())
+        .then(|| wg_bwd_tile_for(tile.d))
+        .flatten();
+    if let Some(wt) = hopper {
+        let bm = wt.block_m;
+        let wg = WgBwdParams {
+            q_map: row_map("q", q, p, p.seqlen_q, p.heads_q, bm)?,
+            k_map: row_map("k", k, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N)?,
+            v_map: row_map("v", v, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N)?,
+            do_map: row_map("dout", dout, p, p.seqlen_q, p.heads_q, bm)?,
+            base: params,
+        };
+        let grid = (p.seqlen_k.div_ceil(WgBwdTile::BLOCK_N as usize) as u32, (p.batch * p.heads_kv) as u32, 1);
+        let cfg = LaunchGrid { grid, block: WgBwdTile::THREADS, smem: wt.smem_bytes() };
+        gpu.launch(&format!("attn_bwd_wg_d{}_{dtype}", wt.d), cfg, &wg)?;
+    } else {
+        let cfg = LaunchGrid {
+            grid: (if deterministic { splits } else { key_blocks } as u32, (p.batch * p.heads_kv) as u32, 1),
+            block: tile.threads(),
+            smem: tile.smem_bytes(),
+        };
+        gpu.launch(&format!("{kernel}_{dtype}"), cfg, &params)?;
+    }
     gpu.launch(&format!("attn_bwd_dq_{dtype}"), row_grid, &rows_params)?;
     Ok(AttentionGrads { dq: Tensor::Cuda(dq), dk: Tensor::Cuda(dk), dv: Tensor::Cuda(dv) })
+}
+
+/// The Hopper backward's tile for a `mma.sync` tile head dim (d=64, d=128), if any.
+fn wg_bwd_tile_for(tile_d: u32) -> Option<WgBwdTile> {
+    [WG_BWD_D64, WG_BWD_D128].into_iter().find(|t| t.d == tile_d)
+}
+
+/// The Hopper backward kernels for the fast mode at the head dims they cover, unless
+/// `FLASHSCAN_WGMMA_BWD=0` (read once per process): for A/B runs, and for the tests of
+/// the `mma.sync` kernels on an H100.
+fn wgmma_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    switch_on(&ON, "FLASHSCAN_WGMMA_BWD")
 }

@@ -249,3 +249,73 @@ pub fn bwd_tile_for(head_dim: u32, sm90a: bool) -> Option<(BwdTile, &'static str
     let i = BWD_TILES.iter().position(|t| t.d >= head_dim)?;
     Some(if sm90a && BWD_TILES[i] == BWD_D128 { (BWD_D128_SM90, "attn_bwd_d128x2") } else { (BWD_TILES[i], NAMES[i]) })
 }
+
+/// Tile of the Hopper backward (`bwd_wgmma`, sm_90a, the fast mode): one CTA = 2
+/// warpgroups x 64 keys (warpgroup g owns keys 64 g .. +63 and their dK, dV in
+/// registers) walking query blocks of `block_m` rows; S^T, dP^T, dV, dK and dQ as
+/// `wgmma` products; Q / dO per query block and K / V once, copied by the tensor memory
+/// accelerator in its 128-byte-swizzled layout (d/64 slabs of rows x 128 B).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WgBwdTile {
+    pub d: u32,
+    pub block_m: u32,
+}
+
+impl WgBwdTile {
+    pub const BLOCK_N: u32 = 128;
+    pub const THREADS: u32 = 256;
+    pub const ALIGN: u32 = 1024;
+    /// SRAM bytes of a [rows x d] tile.
+    pub const fn tile_bytes(self, rows: u32) -> u32 {
+        rows * self.d * 2
+    }
+    /// SRAM layout after the 1024-byte alignment: [K][V][Q: 2 stages][dO: 2 stages]
+    /// [dS^T: block_n keys x block_m queries][lse: 2 x block_m f32][D: 2 x block_m f32]
+    /// [mbarriers: K / V, step 0 / 1].
+    pub const fn v_offset(self) -> u32 {
+        self.tile_bytes(Self::BLOCK_N)
+    }
+    pub const fn q_offset(self, stage: u32) -> u32 {
+        self.tile_bytes(2 * Self::BLOCK_N + stage * self.block_m)
+    }
+    pub const fn do_offset(self, stage: u32) -> u32 {
+        self.tile_bytes(2 * Self::BLOCK_N + (2 + stage) * self.block_m)
+    }
+    pub const fn ds_offset(self) -> u32 {
+        self.tile_bytes(2 * Self::BLOCK_N + 4 * self.block_m)
+    }
+    pub const fn lse_offset(self, stage: u32) -> u32 {
+        self.ds_offset() + Self::BLOCK_N * self.block_m * 2 + stage * self.block_m * 4
+    }
+    pub const fn delta_offset(self, stage: u32) -> u32 {
+        self.lse_offset(2) + stage * self.block_m * 4
+    }
+    pub const fn barrier_offset(self) -> u32 {
+        self.delta_offset(2)
+    }
+    pub const fn smem_bytes(self) -> u32 {
+        Self::ALIGN + self.barrier_offset() + 3 * 8
+    }
+}
+
+// Hopper backward tiles (128 keys per CTA, 64-query blocks, 2 stages of Q and dO):
+//   d=64:  (2 x 128 + 4 x 64) x 128 B + dS^T 16 KiB + lse / D 1 KiB =  81 KiB (+1 KiB)
+//   d=128: (2 x 128 + 4 x 64) x 256 B + dS^T 16 KiB + lse / D 1 KiB = 145 KiB (+1 KiB)
+// Registers per thread: dK and dV d/2 f32 each, S^T and dP^T 32 f32 each (64 keys x 64
+// queries per warpgroup), then P^T / dS^T as 16 + 16 bf16x2 and dQ 32 f32.
+pub const WG_BWD_D64: WgBwdTile = WgBwdTile { d: 64, block_m: 64 };
+pub const WG_BWD_D128: WgBwdTile = WgBwdTile { d: 128, block_m: 64 };
+
+/// Launch parameters of the Hopper backward: the tensor maps of Q, K, V and dO (4-d
+/// `[batch, seqlen, heads, head_dim]`, boxes of 64 x 1 x rows x 1, 128-byte swizzle) at
+/// offsets 0, 128, 256, 384 of a parameter the build aligns to 64 bytes, then the
+/// backward's parameters.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WgBwdParams {
+    pub q_map: crate::tensor_map::TensorMap,
+    pub k_map: crate::tensor_map::TensorMap,
+    pub v_map: crate::tensor_map::TensorMap,
+    pub do_map: crate::tensor_map::TensorMap,
+    pub base: AttnBwdParams,
+}

@@ -171,9 +171,7 @@ unsafe fn attn_fwd_wg<
         mbar_wait(bar_k(stage(j)), parity(j));
         let kd = k_desc(stage(j));
         s[0].fence();
-        unroll::<DK, _>(|kk| unsafe {
-            s[0].mma_ss::<T>(q_desc + k_step(kk, block_m), kd + k_step(kk, BN), kk != 0)
-        });
+        unroll::<DK, _>(|kk| unsafe { s[0].mma_ss::<T>(q_desc + k_step(kk, block_m), kd + k_step(kk, BN), kk != 0) });
         crate::device::wgmma::commit();
     };
     // O += P_j V_j: KK products m64 n D k16, P from registers, one group (after V_j).
@@ -266,21 +264,8 @@ macro_rules! wg_entry {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(p: WgFwdParams) {
             const TL: WgTile = $tile;
-            /// The parameter struct's generic address (its PTX symbol is `<entry>_param_0`).
-            struct Param;
-            impl ParamAddr for Param {
-                #[inline(always)]
-                fn param_addr() -> u64 {
-                    let a: u64;
-                    unsafe {
-                        core::arch::asm!(
-                            concat!("mov.u64 {0}, ", stringify!($name), "_param_0; cvta.param.u64 {0}, {0};"),
-                            out(reg64) a, options(pure, nomem, nostack)
-                        )
-                    };
-                    a
-                }
-            }
+            // The parameter struct's generic address (its PTX symbol is `<entry>_param_0`).
+            crate::device::tma::kernel_param!(Param, $name);
             unsafe {
                 attn_fwd_wg::<
                     Param,

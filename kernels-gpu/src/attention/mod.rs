@@ -16,6 +16,8 @@ mod bwd;
 mod bwd_exchange;
 #[cfg(target_arch = "nvptx64")]
 mod bwd_rows;
+#[cfg(all(target_arch = "nvptx64", target_feature = "sm_90a"))]
+mod bwd_wgmma;
 #[cfg(target_arch = "nvptx64")]
 mod combine;
 pub mod decode;

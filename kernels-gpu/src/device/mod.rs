@@ -26,10 +26,10 @@ pub mod mma;
 pub mod pack;
 pub mod sram;
 pub mod thread;
-pub mod unroll;
 /// Hopper only: compiled into the sm_90a PTX alone.
 #[cfg(target_feature = "sm_90a")]
 pub mod tma;
+pub mod unroll;
 pub mod warp;
 /// Hopper only: compiled into the sm_90a PTX alone.
 #[cfg(target_feature = "sm_90a")]

@@ -17,6 +17,27 @@ pub trait ParamAddr {
     fn param_addr() -> u64;
 }
 
+/// Defines the type `$ty` implementing [`ParamAddr`] for the kernel entry `$entry`.
+macro_rules! kernel_param {
+    ($ty:ident, $entry:ident) => {
+        struct $ty;
+        impl $crate::device::tma::ParamAddr for $ty {
+            #[inline(always)]
+            fn param_addr() -> u64 {
+                let a: u64;
+                unsafe {
+                    core::arch::asm!(
+                        concat!("mov.u64 {0}, ", stringify!($entry), "_param_0; cvta.param.u64 {0}, {0};"),
+                        out(reg64) a, options(pure, nomem, nostack)
+                    )
+                };
+                a
+            }
+        }
+    };
+}
+pub(crate) use kernel_param;
+
 /// `mbarrier.init.shared.b64 [bar], count;` — a barrier whose phase completes after
 /// `count` arrivals and all bytes announced with [`arrive_expect_tx`] have landed.
 #[inline(always)]

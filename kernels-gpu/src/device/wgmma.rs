@@ -90,7 +90,13 @@ impl WgElem for super::F16 {
 /// An f32 accumulator of `m64nNk16` (N/8 `FragC`s per thread).
 pub trait WgAcc {
     /// D = A B (+ D if `accumulate`), A and B K-major in SRAM (descriptors).
-    unsafe fn mma_ss<T: WgElem>(&mut self, a: u64, b: u64, accumulate: bool);
+    #[inline(always)]
+    unsafe fn mma_ss<T: WgElem>(&mut self, a: u64, b: u64, accumulate: bool) {
+        unsafe { self.mma_ss_major::<T, 0, 0>(a, b, accumulate) }
+    }
+    /// D = A B (+ D if `accumulate`), A and B in SRAM: TA = 1, A M-major (stored [k][m]),
+    /// else K-major; TB = 1, B N-major (stored [k][n]), else K-major (the transpose flags).
+    unsafe fn mma_ss_major<T: WgElem, const TA: u32, const TB: u32>(&mut self, a: u64, b: u64, accumulate: bool);
     /// D += A B, A from registers, B MN-major in SRAM (the transpose flag).
     unsafe fn mma_rs_trans<T: WgElem>(&mut self, a: &FragA, b: u64);
     /// [`fence`] with the accumulator as an operand (named in a PTX comment), so that no
@@ -106,7 +112,7 @@ macro_rules! wg_acc {
     ($n:literal, $tiles:literal, $first:literal, [$($i:literal)*]) => {
         impl WgAcc for [FragC; $tiles] {
             #[inline(always)]
-            unsafe fn mma_ss<T: WgElem>(&mut self, a: u64, b: u64, accumulate: bool) {
+            unsafe fn mma_ss_major<T: WgElem, const TA: u32, const TB: u32>(&mut self, a: u64, b: u64, accumulate: bool) {
                 macro_rules! ss {
                     ($ty:literal) => {
                         unsafe {
@@ -114,11 +120,12 @@ macro_rules! wg_acc {
                                 concat!(
                                     "{{ .reg .pred p; setp.ne.b32 p, {sd}, 0; wgmma.mma_async.sync.aligned.m64n", $n,
                                     "k16.f32.", $ty, ".", $ty, " {{{", $first, "}" $(, ", {", $i, "}")*,
-                                    "}}, {a}, {b}, p, 1, 1, 0, 0; }}"
+                                    "}}, {a}, {b}, p, 1, 1, {ta}, {tb}; }}"
                                 ),
                                 inout(reg32) self[$first / 4].0[$first % 4],
                                 $(inout(reg32) self[$i / 4].0[$i % 4],)*
                                 a = in(reg64) a, b = in(reg64) b, sd = in(reg32) accumulate as u32,
+                                ta = const TA, tb = const TB,
                                 options(nostack)
                             )
                         }

@@ -298,12 +298,13 @@ impl WgBwdTile {
     }
 }
 
-// Hopper backward tiles (128 keys per CTA, 64-query blocks, 2 stages of Q and dO):
-//   d=64:  (2 x 128 + 4 x 64) x 128 B + dS^T 16 KiB + lse / D 1 KiB =  81 KiB (+1 KiB)
-//   d=128: (2 x 128 + 4 x 64) x 256 B + dS^T 16 KiB + lse / D 1 KiB = 145 KiB (+1 KiB)
-// Registers per thread: dK and dV d/2 f32 each, S^T and dP^T 32 f32 each (64 keys x 64
-// queries per warpgroup), then P^T / dS^T as 16 + 16 bf16x2 and dQ 32 f32.
-pub const WG_BWD_D64: WgBwdTile = WgBwdTile { d: 64, block_m: 64 };
+// Hopper backward tiles (128 keys per CTA, 2 stages of Q and dO):
+//   d=64, 128-query blocks: (2 x 128 + 4 x 128) x 128 B + dS^T 32 KiB + lse / D 2 KiB = 130 KiB
+//   d=128, 64-query blocks: (2 x 128 + 4 x 64) x 256 B + dS^T 16 KiB + lse / D 1 KiB = 145 KiB
+//   (+1 KiB of alignment slack each)
+// Registers per thread: dK and dV d/2 f32 each, S^T and dP^T BM/2 f32 each (64 keys x
+// BM queries per warpgroup), then P^T as BM/4 bf16x2 and dQ 32 f32.
+pub const WG_BWD_D64: WgBwdTile = WgBwdTile { d: 64, block_m: 128 };
 pub const WG_BWD_D128: WgBwdTile = WgBwdTile { d: 128, block_m: 64 };
 
 /// Launch parameters of the Hopper backward: the tensor maps of Q, K, V and dO (4-d

@@ -11,8 +11,9 @@
 //! - P^T = exp(S^T - lse), dS^T = P^T (dP^T - D) in registers (`grad_scores`);
 //! - dV += P^T dO: P^T from registers, dO from SRAM (N-major: d along the rows);
 //! - dS^T to SRAM, then dK += dS^T Q (dS^T K-major, Q N-major) and dQ = dS K: m64
-//!   (queries) x n64 (d), dS M-major and K N-major, all from SRAM; at d=128 warpgroup g takes columns 64g .. +63 over all 128 keys, at d=64
-//!   its own 64 keys over all columns (the two partial sums both added to HBM).
+//!   (queries) x n64 (d), dS M-major and K N-major, all from SRAM: at d=128 (BM = 64)
+//!   warpgroup g takes columns 64g .. +63, at d=64 (BM = 128) queries 64g .. +63, both
+//!   over the 128 keys.
 //!
 //! Memory story:
 //!   HBM  -> SRAM  K, V once (tensor memory accelerator, one mbarrier); Q, dO per query
@@ -22,7 +23,8 @@
 //!   SRAM -> TC    wgmma reads K, V, Q, dO and dS^T through descriptors
 //!   regs          S^T / P^T and dP^T / dS^T of one block, dK and dV (f32) for the
 //!                 whole query loop, dQ of one block
-//!   regs -> SRAM  dS^T rounded to T ([key][query], swizzled like the tiles)
+//!   regs -> SRAM  dS^T rounded to T ([key][query] in slabs of 64 queries, swizzled like
+//!                 the tiles)
 //!   regs -> HBM   dQ += dS K (f32 red.add) per query block; dK, dV once at the end
 
 use super::backward::{WG_BWD_D64, WG_BWD_D128, WgBwdParams, WgBwdTile};
@@ -34,7 +36,7 @@ use crate::device::sram::arena;
 use crate::device::thread::{block_x, block_y, lane, sync_threads, tid, warp};
 use crate::device::tma::{ParamAddr, arrive_expect_tx, fence_mbar_init, load_4d, mbar_init, mbar_wait, prefetch_map};
 use crate::device::wgmma::{WgAcc, WgElem, descriptor_sw128, fence_proxy_async, hold};
-use crate::device::{Bf16, F16, FragC, Hbm, HbmMut, Sram, unroll};
+use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, unroll};
 
 /// Keys per CTA and bytes per swizzled row.
 const BN: u32 = WgBwdTile::BLOCK_N;
@@ -54,6 +56,8 @@ unsafe fn attn_bwd_wg<
     const DN: usize,
     const QN: usize,
     const QK: usize,
+    const HALVES: usize,
+    const QB: usize,
 >(
     wp: &WgBwdParams,
 ) where
@@ -61,7 +65,16 @@ unsafe fn attn_bwd_wg<
     [FragC; DN]: WgAcc,
     [FragC; 8]: WgAcc,
 {
-    const { assert!(DK as u32 * 16 == D && DN as u32 * 8 == D && QN as u32 * 8 == BM && QK * 2 == QN && BM == 64) };
+    const {
+        assert!(
+            DK as u32 * 16 == D
+                && DN as u32 * 8 == D
+                && QN == 8
+                && QK == 4
+                && HALVES as u32 * 64 == BM
+                && QB as u32 * 16 == BM
+        )
+    };
     let p = &wp.base;
     let tile = WgBwdTile { d: D, block_m: BM };
     let (l, w) = (lane(), warp());
@@ -169,16 +182,16 @@ unsafe fn attn_bwd_wg<
     let row_step = (16 * ROW / 16) as u64;
     // Per step, from the arena's base through an opaque `mov` (so that LLVM recomputes
     // them in the loop instead of holding every k-step's 64-bit descriptor across it):
-    // this warpgroup's keys in the K and V tiles (A of S^T and dP^T); for dQ = dS K,
-    // at d=128 warpgroup g takes columns 64g.. over the 128 keys, at d=64 its own 64
-    // keys over the 64 columns.
-    let (dq_keys, dq_key0, dq_col0) = if D == 128 { (BN, 0, 64 * g) } else { (64, 64 * g, 0) };
+    // this warpgroup's keys in the K and V tiles (A of S^T and dP^T); for dQ = dS K
+    // (m64 n64 over the 128 keys), warpgroup g takes columns 64g.. of the 64 queries at
+    // d=128, queries 64g.. (dS^T's query slab g) of the 128 at d=64.
+    let (dq_q0, dq_col0) = if BM == 128 { (64 * g, 0) } else { (0, 64 * g) };
     let descs = || {
         let bp = Sram { addr: base }.pinned().addr;
         let k_desc = k_major(bp + 64 * g * ROW);
         let v_desc = k_major(bp + tile.v_offset() + 64 * g * ROW);
-        let ds_desc = n_major(bp + tile.ds_offset() + dq_key0 * ROW, BN);
-        let kt_desc = n_major(bp + (dq_col0 / 64) * BN * ROW + dq_key0 * ROW, BN);
+        let ds_desc = n_major(bp + tile.ds_offset() + (dq_q0 / 64) * BN * ROW, BN);
+        let kt_desc = n_major(bp + (dq_col0 / 64) * BN * ROW, BN);
         // dS^T as the A of dK += dS^T Q: this warpgroup's rows, K-major.
         let dst_desc = k_major(bp + tile.ds_offset() + 64 * g * ROW);
         (k_desc, v_desc, ds_desc, kt_desc, dst_desc)
@@ -204,57 +217,78 @@ unsafe fn attn_bwd_wg<
         let (h, r0) = step_at(it);
         let r0 = r0 as i32;
 
-        // S^T = K Q^T and dP^T = V dO^T (m64 n BM), one group each.
         let (k_desc, v_desc, ds_desc, kt_desc, dst_desc) = descs();
-        let mut s = [[FragC::zero(); QN]; 1];
-        let mut dp = [[FragC::zero(); QN]; 1];
-        let (q_desc, do_desc) = (k_major(s_q(st)), k_major(s_do(st)));
-        s[0].fence();
-        unroll::<DK, _>(|kk| unsafe { s[0].mma_ss::<T>(k_desc + k_step(kk, BN), q_desc + k_step(kk, BM), kk != 0) });
-        crate::device::wgmma::commit();
-        dp[0].fence();
-        unroll::<DK, _>(|kk| unsafe { dp[0].mma_ss::<T>(v_desc + k_step(kk, BN), do_desc + k_step(kk, BM), kk != 0) });
-        crate::device::wgmma::commit();
-        s[0].wait::<1>();
-        dp[0].wait::<0>();
-
-        // P^T and dS^T in place (masking only where the block crosses a mask boundary or
-        // the end of the queries).
-        let full = r0 + BM as i32 <= sq && mask.covers(r0, r0 + BM as i32 - 1, n0, n0 + BN as i32);
-        let (lse_now, delta_now) = (s_lse(st), s_delta(st));
-        if p.softcap != 0 {
-            let pre = p.score_pre;
-            grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, full, mask, r0, key0, |x| {
-                let t = tanh_precise(x * pre);
-                (t, 1.0 - t * t)
-            });
-        } else if full {
-            grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, true, mask, r0, key0, |x| (x, 1.0));
-        } else {
-            grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, false, mask, r0, key0, |x| (x, 1.0));
-        }
-        let pa = [to_a_frags::<T, QN, QK>(&s[0])];
-        let dsa = [to_a_frags::<T, QN, QK>(&dp[0])];
-
-        // dV += P^T dO (m64 n D): P^T from registers, dO N-major; one group.
-        dv_acc[0].fence();
-        unroll::<QK, _>(|kk| unsafe {
-            dv_acc[0].mma_rs_trans::<T>(&pa[0][kk], n_major(s_do(st), BM) + row_step * kk as u64)
-        });
-        crate::device::wgmma::commit();
-
-        // dS^T to SRAM, [key][query] with 128-byte rows (BM = 64 queries), swizzled: register
-        // e of A fragment kk is query chunk 2kk + e/2, key row l/4 + 8 (e % 2) of this
-        // warp's 16; the chunk is XORed with the row's low 3 bits (= l/4). The row starts
-        // on 128 bytes, so the lane's address is one XOR of its chunk-0 address (which
-        // holds l/4 in bits 4-6), taken through an opaque `mov` per step: otherwise LLVM
-        // holds all 16 addresses across the loop.
+        // The lane's dS^T address in SRAM ([key][query] in BM/64 slabs of 128-byte rows of
+        // 64 queries, swizzled: chunk c of a row at (c ^ row % 8) x 16, row % 8 = l/4). The
+        // row starts on 128 bytes, so chunk c's address is one XOR of chunk 0's (which holds
+        // l/4 in bits 4-6), taken through an opaque `mov` per step: otherwise LLVM holds
+        // all 16 addresses across the loop.
         let ds_lane = Sram { addr: s_ds + (64 * g + 16 * wq + l / 4) * ROW + (l / 4) * 16 + (l % 4) * 4 }.pinned();
-        unroll::<QK, _>(|kk| {
-            unroll::<4, _>(|e| {
-                let at = (ds_lane.addr ^ ((2 * kk as u32 + e as u32 / 2) * 16)) + 8 * ROW * (e as u32 % 2);
-                unsafe { Sram { addr: at }.st_b32(0, dsa[0][kk].0[e]) };
-            })
+        // P^T of the previous half: a register A operand of dV, alive until its product
+        // is waited for.
+        let mut pa_prev = [[FragA([0; 4]); QK]; 1];
+        // Per half of 64 queries (one at d=128, two at d=64, which bounds S^T and dP^T to
+        // 32 registers each):
+        unroll::<HALVES, _>(|hh| {
+            let q0 = 64 * hh as u32;
+            // S^T = K Q^T and dP^T = V dO^T (m64 n64), one group each; their waits also
+            // wait for the previous half's dV.
+            let mut s = [[FragC::zero(); QN]; 1];
+            let mut dp = [[FragC::zero(); QN]; 1];
+            let (q_desc, do_desc) = (k_major(s_q(st) + q0 * ROW), k_major(s_do(st) + q0 * ROW));
+            s[0].fence();
+            unroll::<DK, _>(|kk| unsafe {
+                s[0].mma_ss::<T>(k_desc + k_step(kk, BN), q_desc + k_step(kk, BM), kk != 0)
+            });
+            crate::device::wgmma::commit();
+            dp[0].fence();
+            unroll::<DK, _>(|kk| unsafe {
+                dp[0].mma_ss::<T>(v_desc + k_step(kk, BN), do_desc + k_step(kk, BM), kk != 0)
+            });
+            crate::device::wgmma::commit();
+            s[0].wait::<1>();
+            dp[0].wait::<0>();
+            if hh > 0 {
+                hold(&pa_prev[0]);
+            }
+
+            // P^T and dS^T in place (masking only where the half crosses a mask boundary or
+            // the end of the queries).
+            let rh = r0 + q0 as i32;
+            let full = rh + 64 <= sq && mask.covers(rh, rh + 63, n0, n0 + BN as i32);
+            let (lse_now, delta_now) = (s_lse(st).skip(q0 * 4), s_delta(st).skip(q0 * 4));
+            if p.softcap != 0 {
+                let pre = p.score_pre;
+                grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, full, mask, rh, key0, |x| {
+                    let t = tanh_precise(x * pre);
+                    (t, 1.0 - t * t)
+                });
+            } else if full {
+                grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, true, mask, rh, key0, |x| (x, 1.0));
+            } else {
+                grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, false, mask, rh, key0, |x| (x, 1.0));
+            }
+            let pa = [to_a_frags::<T, QN, QK>(&s[0])];
+            let dsa = [to_a_frags::<T, QN, QK>(&dp[0])];
+
+            // dV += P^T dO (m64 n D, k over this half's queries): P^T from registers, dO
+            // N-major; one group.
+            dv_acc[0].fence();
+            unroll::<QK, _>(|kk| unsafe {
+                dv_acc[0].mma_rs_trans::<T>(&pa[0][kk], n_major(s_do(st) + q0 * ROW, BM) + row_step * kk as u64)
+            });
+            crate::device::wgmma::commit();
+
+            // dS^T to SRAM (slab hh): register e of A fragment kk is query chunk 2kk + e/2,
+            // key row l/4 + 8 (e % 2) of this warp's 16.
+            unroll::<QK, _>(|kk| {
+                unroll::<4, _>(|e| {
+                    let c = 2 * kk as u32 + e as u32 / 2;
+                    let at = (ds_lane.addr ^ (c * 16)) + hh as u32 * BN * ROW + 8 * ROW * (e as u32 % 2);
+                    unsafe { Sram { addr: at }.st_b32(0, dsa[0][kk].0[e]) };
+                })
+            });
+            pa_prev = pa;
         });
         // Visible to the tensor cores' reads (the async proxy), from every warp.
         fence_proxy_async();
@@ -262,7 +296,7 @@ unsafe fn attn_bwd_wg<
 
         // dK += dS^T Q (m64 n D): this warpgroup's dS^T rows K-major, Q N-major; one group.
         dk_acc[0].fence();
-        unroll::<QK, _>(|kk| unsafe {
+        unroll::<QB, _>(|kk| unsafe {
             dk_acc[0].mma_ss_major::<T, 0, 1>(
                 dst_desc + k_step(kk, BN),
                 n_major(s_q(st), BM) + row_step * kk as u64,
@@ -274,28 +308,19 @@ unsafe fn attn_bwd_wg<
         // dQ (m64 queries x n64 columns) = dS K: dS M-major, K N-major.
         let mut dq = [[FragC::zero(); 8]; 1];
         dq[0].fence();
-        let dq_steps = dq_keys / 16;
-        unroll::<8, _>(|kk| {
-            if (kk as u32) < dq_steps {
-                unsafe {
-                    dq[0].mma_ss_major::<T, 1, 1>(
-                        ds_desc + row_step * kk as u64,
-                        kt_desc + row_step * kk as u64,
-                        kk != 0,
-                    )
-                };
-            }
+        unroll::<{ (BN / 16) as usize }, _>(|kk| unsafe {
+            dq[0].mma_ss_major::<T, 1, 1>(ds_desc + row_step * kk as u64, kt_desc + row_step * kk as u64, kk != 0)
         });
         crate::device::wgmma::commit();
         dq[0].wait::<0>();
         dv_acc[0].wait::<0>();
         dk_acc[0].wait::<0>();
-        hold(&pa[0]);
+        hold(&pa_prev[0]);
 
-        // This lane's dQ elements: queries r0 + 16 (w % 4) + l/4 + 8 hf, columns
+        // This lane's dQ elements: queries r0 + dq_q0 + 16 (w % 4) + l/4 + 8 hf, columns
         // dq_col0 + 8 cn + 2 (l % 4).
         let acc_row = stat_row(h);
-        let row_of = |hf: usize| r0 + (16 * wq + l / 4 + 8 * hf as u32) as i32;
+        let row_of = |hf: usize| r0 + (dq_q0 + 16 * wq + l / 4 + 8 * hf as u32) as i32;
         if r0 + BM as i32 <= sq && hd == D {
             let first = dq_acc.offset((acc_row + row_of(0) as usize) * D as usize + (dq_col0 + (l % 4) * 2) as usize);
             unroll::<2, _>(|hf| {
@@ -360,7 +385,9 @@ macro_rules! bwd_wg_entry {
                     { TL.block_m },
                     { (TL.d / 16) as usize },
                     { (TL.d / 8) as usize },
-                    { (TL.block_m / 8) as usize },
+                    8,
+                    4,
+                    { (TL.block_m / 64) as usize },
                     { (TL.block_m / 16) as usize },
                 >(&p)
             }

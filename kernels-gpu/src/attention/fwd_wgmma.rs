@@ -54,7 +54,6 @@ unsafe fn attn_fwd_wg<
     let p = &wp.base;
     let tile = WgTile { d: D, warpgroups: WG, block_n: BN };
     let block_m = tile.block_m();
-    let threads = tile.threads();
     let (l, w) = (lane(), warp());
     let g = w / 4;
 

@@ -113,14 +113,7 @@ unsafe fn attn_bwd<
     while nb < n_blocks {
         let n0 = (nb * BN) as i32;
         let n_end = if n0 + BN as i32 > sk { sk } else { n0 + BN as i32 };
-        // The query blocks with a query that sees one of keys [n0, n_end): query i sees
-        // key j when j - shift - right <= i <= j - shift + left (i64: no overflow).
-        let shift = (sk - sq) as i64;
-        let lo = if p.window_right >= 0 { n0 as i64 - shift - p.window_right as i64 } else { 0 };
-        let hi = if p.window_left >= 0 { n_end as i64 - 1 - shift + p.window_left as i64 } else { sq as i64 - 1 };
-        let lo = if lo < 0 { 0 } else { lo };
-        let hi = if hi > sq as i64 - 1 { sq as i64 - 1 } else { hi };
-        let (mb_lo, nq) = if hi >= lo { (lo as u32 / BM, hi as u32 / BM + 1 - lo as u32 / BM) } else { (0, 0) };
+        let (mb_lo, nq) = query_blocks(mask, sq, n0, n_end, BM);
         let steps = nq * group;
         // (query head, first row) of step `it`: every query block of head 0, then head 1...
         let step_at = |it: u32| (kvh * group + it / nq.max(1), (mb_lo + it % nq.max(1)) * BM);
@@ -309,6 +302,19 @@ unsafe fn attn_bwd<
         });
         nb += grid_x();
     }
+}
+
+/// The query blocks of `bm` rows with a query that sees one of keys [n0, n_end): query i
+/// sees key j when j - shift - right <= i <= j - shift + left (i64: no overflow).
+/// (first block, count); (0, 0) when no query does.
+#[inline(always)]
+pub(super) fn query_blocks(mask: Mask, seqlen_q: i32, n0: i32, n_end: i32, bm: u32) -> (u32, u32) {
+    let shift = mask.shift as i64;
+    let lo = if mask.right >= 0 { n0 as i64 - shift - mask.right as i64 } else { 0 };
+    let hi = if mask.left >= 0 { n_end as i64 - 1 - shift + mask.left as i64 } else { seqlen_q as i64 - 1 };
+    let lo = if lo < 0 { 0 } else { lo };
+    let hi = if hi > seqlen_q as i64 - 1 { seqlen_q as i64 - 1 } else { hi };
+    if hi >= lo { (lo as u32 / bm, hi as u32 / bm + 1 - lo as u32 / bm) } else { (0, 0) }
 }
 
 /// The elementwise step of one warp's [16 MT keys x BM queries] tile, in place: s (= S^T,

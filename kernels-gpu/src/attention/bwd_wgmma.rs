@@ -29,7 +29,7 @@
 
 use super::backward::{WG_BWD_D64, WG_BWD_D128, WgBwdParams, WgBwdTile};
 use super::block::{Mask, tanh_precise, to_a_frags};
-use super::bwd::grad_scores;
+use super::bwd::{grad_scores, query_blocks};
 use crate::device::atomic::red_add_v2_f32;
 use crate::device::cp_async::{commit, cp_async_4, wait_group};
 use crate::device::sram::arena;
@@ -88,13 +88,7 @@ unsafe fn attn_bwd_wg<
     let mask = Mask { seqlen_k: sk, shift: sk - sq, left: p.window_left, right: p.window_right };
     let n0 = (block_x() * BN) as i32;
     let n_end = if n0 + BN as i32 > sk { sk } else { n0 + BN as i32 };
-    // The query blocks with a query that sees one of keys [n0, n_end) (as bwd_exchange.rs).
-    let shift = (sk - sq) as i64;
-    let lo = if p.window_right >= 0 { n0 as i64 - shift - p.window_right as i64 } else { 0 };
-    let hi = if p.window_left >= 0 { n_end as i64 - 1 - shift + p.window_left as i64 } else { sq as i64 - 1 };
-    let lo = if lo < 0 { 0 } else { lo };
-    let hi = if hi > sq as i64 - 1 { sq as i64 - 1 } else { hi };
-    let (mb_lo, nq) = if hi >= lo { (lo as u32 / BM, hi as u32 / BM + 1 - lo as u32 / BM) } else { (0, 0) };
+    let (mb_lo, nq) = query_blocks(mask, sq, n0, n_end, BM);
     let steps = nq * group;
     // (query head, first row) of step `it`: every query block of head 0, then head 1...
     let step_at = |it: u32| (kvh * group + it / nq.max(1), (mb_lo + it % nq.max(1)) * BM);

@@ -21,10 +21,20 @@ pub(crate) fn forward<T: Element>(
     v: &GpuTensor<T>,
     p: &Problem,
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
-    // The Hopper kernels' tensor maps need every extent >= 1 (an empty problem has
-    // nothing to copy: the mma.sync kernels write its O and lse).
-    let wgmma = wgmma_enabled() && p.seqlen_q > 0 && p.seqlen_k > 0 && p.batch > 0;
-    let (kernel, cfg) = fwd_launch(p, T::DTYPE, q.gpu().arch(), wgmma).ok_or_else(|| head_dim_error(p))?;
+    // The Hopper kernels, where they cover the head dim and the copy engine can describe
+    // q, k and v (the driver encodes their tensor maps; every extent must be >= 1: an
+    // empty problem has nothing to copy): otherwise the mma.sync kernels.
+    let arch = q.gpu().arch();
+    let maps = (wgmma_enabled() && arch == Arch::Sm90a && p.seqlen_q > 0 && p.seqlen_k > 0 && p.batch > 0)
+        .then(|| wg_tile_for(p.head_dim as u32))
+        .flatten()
+        .and_then(|tile| {
+            let q_map = row_map("q", q, p, p.seqlen_q, p.heads_q, tile.block_m()).ok()?;
+            let k_map = row_map("k", k, p, p.seqlen_k, p.heads_kv, tile.block_n).ok()?;
+            let v_map = row_map("v", v, p, p.seqlen_k, p.heads_kv, tile.block_n).ok()?;
+            Some((q_map, k_map, v_map))
+        });
+    let (kernel, cfg) = fwd_launch(p, T::DTYPE, arch, maps.is_some()).ok_or_else(|| head_dim_error(p))?;
     // Limits of the launch, checked before anything is allocated: positions are i32 in
     // the kernel, and the grid's dimensions are bounded.
     check_positions(p)?;
@@ -55,16 +65,8 @@ pub(crate) fn forward<T: Element>(
         score_pre,
         score_log2,
     };
-    match wgmma.then(|| wg_tile_for(p.head_dim as u32)).flatten().filter(|_| kernel.starts_with("attn_fwd_wg_")) {
-        Some(tile) => {
-            let wg = WgFwdParams {
-                q_map: row_map("q", q, p, p.seqlen_q, p.heads_q, tile.block_m())?,
-                k_map: row_map("k", k, p, p.seqlen_k, p.heads_kv, tile.block_n)?,
-                v_map: row_map("v", v, p, p.seqlen_k, p.heads_kv, tile.block_n)?,
-                base: params,
-            };
-            gpu.launch(&kernel, cfg, &wg)?;
-        }
+    match maps {
+        Some((q_map, k_map, v_map)) => gpu.launch(&kernel, cfg, &WgFwdParams { q_map, k_map, v_map, base: params })?,
         None => gpu.launch(&kernel, cfg, &params)?,
     }
     Ok((o, lse))

@@ -121,18 +121,23 @@ pub(crate) fn backward<T: Element>(
         scale: p.scale,
         deterministic: deterministic as u32,
     };
+    // The Hopper kernel where it covers the head dim and the copy engine can describe
+    // q, k, v and dout (the driver encodes their tensor maps): otherwise mma.sync.
     let hopper = (gpu.arch() == Arch::Sm90a && !deterministic && p.seqlen_q > 0 && p.seqlen_k > 0 && wgmma_enabled())
         .then(|| wg_bwd_tile_for(tile.d))
-        .flatten();
-    if let Some(wt) = hopper {
-        let bm = wt.block_m;
-        let wg = WgBwdParams {
-            q_map: row_map("q", q, p, p.seqlen_q, p.heads_q, bm)?,
-            k_map: row_map("k", k, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N)?,
-            v_map: row_map("v", v, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N)?,
-            do_map: row_map("dout", dout, p, p.seqlen_q, p.heads_q, bm)?,
-            base: params,
-        };
+        .flatten()
+        .and_then(|wt| {
+            let bm = wt.block_m;
+            let wg = WgBwdParams {
+                q_map: row_map("q", q, p, p.seqlen_q, p.heads_q, bm).ok()?,
+                k_map: row_map("k", k, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N).ok()?,
+                v_map: row_map("v", v, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N).ok()?,
+                do_map: row_map("dout", dout, p, p.seqlen_q, p.heads_q, bm).ok()?,
+                base: params,
+            };
+            Some((wt, wg))
+        });
+    if let Some((wt, wg)) = hopper {
         let grid = (p.seqlen_k.div_ceil(WgBwdTile::BLOCK_N as usize) as u32, (p.batch * p.heads_kv) as u32, 1);
         let cfg = LaunchGrid { grid, block: WgBwdTile::THREADS, smem: wt.smem_bytes() };
         gpu.launch(&format!("attn_bwd_wg_d{}_{dtype}", wt.d), cfg, &wg)?;

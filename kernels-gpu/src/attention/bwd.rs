@@ -367,6 +367,36 @@ pub(super) fn grad_scores<const MT: usize, const QN: usize>(
     });
 }
 
+/// [`grad_scores`] for the launch's options: soft-capped scores (tanh, and its
+/// derivative in dS), or plain ones with `full` passed as a literal, so that the mask
+/// tests (if-converted into selects per score, with per-key bounds in registers) drop
+/// out of the copy for unmasked blocks.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn grad_scores_for<const MT: usize, const QN: usize>(
+    p: &AttnBwdParams,
+    s: &mut [[FragC; QN]; MT],
+    dp: &mut [[FragC; QN]; MT],
+    s_lse: Sram,
+    s_delta: Sram,
+    full: bool,
+    mask: Mask,
+    r0: i32,
+    key0: i32,
+) {
+    if p.softcap != 0 {
+        let pre = p.score_pre;
+        grad_scores(s, dp, s_lse, s_delta, p.score_log2, full, mask, r0, key0, |x| {
+            let t = tanh_precise(x * pre);
+            (t, 1.0 - t * t)
+        });
+    } else if full {
+        grad_scores(s, dp, s_lse, s_delta, p.score_log2, true, mask, r0, key0, |x| (x, 1.0));
+    } else {
+        grad_scores(s, dp, s_lse, s_delta, p.score_log2, false, mask, r0, key0, |x| (x, 1.0));
+    }
+}
+
 macro_rules! bwd_entry {
     ($name:ident, $t:ty, $tile:expr) => {
         #[unsafe(no_mangle)]

@@ -30,7 +30,7 @@
 use super::backward::BWD_D128_SM90;
 use super::backward::{AttnBwdParams, BWD_D64, BWD_D128};
 use super::block::{Mask, accumulate_rolled, scores_rolled, tanh_precise, to_a_frags};
-use super::bwd::{grad_scores, query_blocks};
+use super::bwd::{grad_scores_for, query_blocks};
 use super::tile::load_tile;
 use crate::device::atomic::red_add_v2_f32;
 use crate::device::cp_async::{commit, cp_async_4, wait_group};
@@ -226,23 +226,7 @@ unsafe fn attn_bwd_exchange<
                     scores_rolled::<T, MT, QN, QK, PITCH>(|mt, kk| key_frag(k_now, mt, kk), q_mine, opaque(DK as u32));
                 let (lse_now, delta_now) = (s_lse(stage).skip(q0 * 4), s_delta(stage).skip(q0 * 4));
                 let r_mine = r0 + q0 as i32;
-                if p.softcap != 0 {
-                    let pre = p.score_pre;
-                    grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, full, mask, r_mine, key0, |x| {
-                        let t = tanh_precise(x * pre);
-                        (t, 1.0 - t * t)
-                    });
-                } else if full {
-                    // `full` as a literal: the mask tests (if-converted into selects per
-                    // score, with per-key bounds in registers) drop out of this copy.
-                    grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, true, mask, r_mine, key0, |x| {
-                        (x, 1.0)
-                    });
-                } else {
-                    grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, false, mask, r_mine, key0, |x| {
-                        (x, 1.0)
-                    });
-                }
+                grad_scores_for(p, &mut s, &mut dp, lse_now, delta_now, full, mask, r_mine, key0);
                 // [key][query], rounded to T: register e of A fragment kk is n-tile
                 // 2kk + e / 2, key row l / 4 + 8 (e % 2) of tile mt.
                 let (p_now, ds_now) = (s_p.pinned(), s_ds.pinned());

@@ -28,8 +28,8 @@
 //!   regs -> HBM   dQ += dS K (f32 red.add) per query block; dK, dV once at the end
 
 use super::backward::{WG_BWD_D64, WG_BWD_D128, WgBwdParams, WgBwdTile};
-use super::block::{Mask, tanh_precise, to_a_frags};
-use super::bwd::{grad_scores, query_blocks};
+use super::block::{Mask, to_a_frags};
+use super::bwd::{grad_scores_for, query_blocks};
 use crate::device::atomic::red_add_v2_f32;
 use crate::device::cp_async::{commit, cp_async_4, wait_group};
 use crate::device::sram::arena;
@@ -251,17 +251,7 @@ unsafe fn attn_bwd_wg<
             let rh = r0 + q0 as i32;
             let full = rh + 64 <= sq && mask.covers(rh, rh + 63, n0, n0 + BN as i32);
             let (lse_now, delta_now) = (s_lse(st).skip(q0 * 4), s_delta(st).skip(q0 * 4));
-            if p.softcap != 0 {
-                let pre = p.score_pre;
-                grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, full, mask, rh, key0, |x| {
-                    let t = tanh_precise(x * pre);
-                    (t, 1.0 - t * t)
-                });
-            } else if full {
-                grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, true, mask, rh, key0, |x| (x, 1.0));
-            } else {
-                grad_scores(&mut s, &mut dp, lse_now, delta_now, p.score_log2, false, mask, rh, key0, |x| (x, 1.0));
-            }
+            grad_scores_for(p, &mut s, &mut dp, lse_now, delta_now, full, mask, rh, key0);
             let pa = [to_a_frags::<T, QN, QK>(&s[0])];
             let dsa = [to_a_frags::<T, QN, QK>(&dp[0])];
 

@@ -1,6 +1,6 @@
 //! GPU path of the attention forward: picks the kernel and its tile for the head dim (on
 //! Hopper, the `wgmma` kernels fed by the tensor memory accelerator for the d=64 and
-//! d=128 tiles, 1.2-1.6x the `mma.sync` kernels on the H100, docs/PERF.md; elsewhere and
+//! d=128 tiles, 1.1-1.6x the `mma.sync` kernels on the H100, docs/PERF.md; elsewhere and
 //! for the other head dims, the `mma.sync` kernels), fills the launch parameters
 //! (`kernels-gpu/src/attention`; for the Hopper kernels, the tensor maps of q, k and v)
 //! and launches one CTA per (query block, batch x head).

@@ -22,17 +22,15 @@ pub(crate) fn forward<T: Element>(
     p: &Problem,
 ) -> Result<(GpuTensor<T>, GpuTensor<f32>)> {
     // The Hopper kernels, where they cover the head dim and the copy engine can describe
-    // q, k and v (the driver encodes their tensor maps; every extent must be >= 1: an
-    // empty problem has nothing to copy): otherwise the mma.sync kernels.
+    // q, k and v (`row_map`): otherwise the mma.sync kernels.
     let arch = q.gpu().arch();
-    let maps = (wgmma_enabled() && arch == Arch::Sm90a && p.seqlen_q > 0 && p.seqlen_k > 0 && p.batch > 0)
-        .then(|| wg_tile_for(p.head_dim as u32))
-        .flatten()
-        .and_then(|tile| {
-            let q_map = row_map("q", q, p, p.seqlen_q, p.heads_q, tile.block_m()).ok()?;
-            let k_map = row_map("k", k, p, p.seqlen_k, p.heads_kv, tile.block_n).ok()?;
-            let v_map = row_map("v", v, p, p.seqlen_k, p.heads_kv, tile.block_n).ok()?;
-            Some((q_map, k_map, v_map))
+    let maps =
+        (wgmma_enabled() && arch == Arch::Sm90a).then(|| wg_tile_for(p.head_dim as u32)).flatten().and_then(|tile| {
+            Some((
+                row_map(q, p, p.seqlen_q, p.heads_q, tile.block_m())?,
+                row_map(k, p, p.seqlen_k, p.heads_kv, tile.block_n)?,
+                row_map(v, p, p.seqlen_k, p.heads_kv, tile.block_n)?,
+            ))
         });
     let (kernel, cfg) = fwd_launch(p, T::DTYPE, arch, maps.is_some()).ok_or_else(|| head_dim_error(p))?;
     // Limits of the launch, checked before anything is allocated: positions are i32 in
@@ -85,22 +83,25 @@ pub(super) fn switch_on(cell: &OnceLock<bool>, var: &str) -> bool {
     *cell.get_or_init(|| std::env::var_os(var).is_none_or(|v| v != "0"))
 }
 
-/// The tensor map of a `[batch, seqlen, heads, head_dim]` tensor (`what` names it in an
-/// error) for the Hopper kernels' copies: boxes of 64 columns x 1 head x `rows`
-/// positions x 1 batch, 128-byte swizzle, zeros past every extent (the head dim
-/// included, so a padded head dim reads zero columns).
+/// The tensor map of a `[batch, seqlen, heads, head_dim]` tensor for the Hopper kernels'
+/// copies: boxes of 64 columns x 1 head x `rows` positions x 1 batch, 128-byte swizzle,
+/// zeros past every extent (the head dim included, so a padded head dim reads zero
+/// columns). None where the copy engine cannot describe it: an empty extent (nothing to
+/// copy), or a map the driver refuses; the caller then runs the mma.sync kernels.
 pub(super) fn row_map<T: Element>(
-    what: &'static str,
     t: &GpuTensor<T>,
     p: &Problem,
     seqlen: usize,
     heads: usize,
     rows: u32,
-) -> Result<TensorMap> {
+) -> Option<TensorMap> {
+    if p.batch == 0 || seqlen == 0 || heads == 0 {
+        return None;
+    }
     let (d, e) = (p.head_dim as u64, T::DTYPE.size_bytes() as u64);
     let dims = [d, heads as u64, seqlen as u64, p.batch as u64];
     let strides = [d * e, heads as u64 * d * e, seqlen as u64 * heads as u64 * d * e];
-    tiled_4d(what, T::DTYPE, t.device_addr(), dims, strides, [WgTile::SLAB, 1, rows, 1])
+    tiled_4d("tensor", T::DTYPE, t.device_addr(), dims, strides, [WgTile::SLAB, 1, rows, 1]).ok()
 }
 
 /// The forward kernel for a problem on a GPU of build `arch` (`wgmma`: take the Hopper

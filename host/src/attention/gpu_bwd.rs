@@ -123,16 +123,16 @@ pub(crate) fn backward<T: Element>(
     };
     // The Hopper kernel where it covers the head dim and the copy engine can describe
     // q, k, v and dout (the driver encodes their tensor maps): otherwise mma.sync.
-    let hopper = (gpu.arch() == Arch::Sm90a && !deterministic && p.seqlen_q > 0 && p.seqlen_k > 0 && wgmma_enabled())
+    let hopper = (gpu.arch() == Arch::Sm90a && !deterministic && wgmma_enabled())
         .then(|| wg_bwd_tile_for(tile.d))
         .flatten()
         .and_then(|wt| {
             let bm = wt.block_m;
             let wg = WgBwdParams {
-                q_map: row_map("q", q, p, p.seqlen_q, p.heads_q, bm).ok()?,
-                k_map: row_map("k", k, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N).ok()?,
-                v_map: row_map("v", v, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N).ok()?,
-                do_map: row_map("dout", dout, p, p.seqlen_q, p.heads_q, bm).ok()?,
+                q_map: row_map(q, p, p.seqlen_q, p.heads_q, bm)?,
+                k_map: row_map(k, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N)?,
+                v_map: row_map(v, p, p.seqlen_k, p.heads_kv, WgBwdTile::BLOCK_N)?,
+                do_map: row_map(dout, p, p.seqlen_q, p.heads_q, bm)?,
                 base: params,
             };
             Some((wt, wg))

@@ -76,12 +76,8 @@ unsafe fn attn_bwd<
     let (rt, chunk) = (w % rt_count, w / rt_count);
     let (sw, cw) = (D / DSPLIT, D / cs);
 
-    let bh = block_y();
-    let (b, kvh) = (bh / p.heads_kv.max(1), bh % p.heads_kv.max(1));
-    let group = p.group.max(1);
-    let (sq, sk) = (p.seqlen_q as i32, p.seqlen_k as i32);
-    let hd = p.head_dim;
-    let mask = Mask { seqlen_k: sk, shift: sk - sq, left: p.window_left, right: p.window_right };
+    let cta = BwdCta::of(p);
+    let BwdCta { b, kvh, sq, sk, hd, mask, .. } = cta;
     let n_blocks = p.seqlen_k.div_ceil(BN);
 
     // SRAM (see BwdTile): K, V, 2 stages of Q and dO, dS^T, 2 stages of lse and D.
@@ -98,9 +94,6 @@ unsafe fn attn_bwd<
     let kv_off = b as usize * p.k_batch_stride as usize + kvh as usize * hd as usize;
     let (k_hbm, v_hbm) = (Hbm::<u16>::from_addr(p.k).offset(kv_off), Hbm::<u16>::from_addr(p.v).offset(kv_off));
     let (q_all, do_all) = (Hbm::<u16>::from_addr(p.q), Hbm::<u16>::from_addr(p.dout));
-    let (lse_all, delta_all) = (Hbm::<f32>::from_addr(p.lse), Hbm::<f32>::from_addr(p.delta));
-    // Row (b, h, 0) of lse / D and of the dQ accumulator.
-    let stat_row = |h: u32| (b as usize * p.heads_q as usize + h as usize) * p.seqlen_q as usize;
     let split = if p.deterministic != 0 { block_x() as usize } else { 0 };
     let dq_acc = HbmMut::<f32>::from_addr(p.dq_acc).offset(split * p.dq_split_stride as usize);
 
@@ -112,11 +105,8 @@ unsafe fn attn_bwd<
     let mut nb = block_x();
     while nb < n_blocks {
         let n0 = (nb * BN) as i32;
-        let n_end = if n0 + BN as i32 > sk { sk } else { n0 + BN as i32 };
-        let (mb_lo, nq) = query_blocks(mask, sq, n0, n_end, BM);
-        let steps = nq * group;
-        // (query head, first row) of step `it`: every query block of head 0, then head 1...
-        let step_at = |it: u32| (kvh * group + it / nq.max(1), (mb_lo + it % nq.max(1)) * BM);
+        let plan = cta.steps(n0, BN, BM);
+        let (steps, step_at) = (plan.count, |it: u32| plan.at(it));
         let load_step = |it: u32, st: u32| {
             let (h, r0) = step_at(it);
             let row0 = b as usize * p.q_batch_stride as usize + r0 as usize * q_rs + h as usize * hd as usize;
@@ -124,17 +114,7 @@ unsafe fn attn_bwd<
             unsafe {
                 load_tile::<D, PITCH>(BM, threads, tid(), s_q(st), q_all.offset(row0), q_rs, valid, hd);
                 load_tile::<D, PITCH>(BM, threads, tid(), s_do(st), do_all.offset(row0), q_rs, valid, hd);
-                // lse by threads [0, BM), D by [BM, 2 BM); rows past seqlen_q are zeros
-                // (and masked below).
-                let t = tid();
-                let (which, i) = (t / BM, t % BM);
-                if which < 2 {
-                    let src = if which == 0 { lse_all } else { delta_all };
-                    let dst = if which == 0 { s_lse(st) } else { s_delta(st) };
-                    let ok = (i as i32) < valid;
-                    let at = stat_row(h) + if ok { (r0 + i) as usize } else { 0 };
-                    cp_async_4(dst.byte(i * 4), src.offset(at).ptr() as *const u8, if ok { 4 } else { 0 });
-                }
+                cta.load_row_stats(p, h, r0, BM, s_lse(st), s_delta(st));
             }
         };
 
@@ -231,7 +211,7 @@ unsafe fn attn_bwd<
             );
             // This lane's accumulator elements: rows r0 + 16 rt + l / 4 + 8 hf, column pairs
             // chunk * cw + 8 cn + 2 (l % 4) (None past seqlen_q or the head dim).
-            let acc_row = stat_row(h);
+            let acc_row = cta.stat_row(p, h);
             let at = |hf: usize, cn: usize| {
                 let row = r0 + (rt * 16 + l / 4 + 8 * hf as u32) as i32;
                 let col = chunk * cw + cn as u32 * 8 + (l % 4) * 2;
@@ -304,17 +284,97 @@ unsafe fn attn_bwd<
     }
 }
 
-/// The query blocks of `bm` rows with a query that sees one of keys [n0, n_end): query i
-/// sees key j when j - shift - right <= i <= j - shift + left (i64: no overflow).
-/// (first block, count); (0, 0) when no query does.
-#[inline(always)]
-pub(super) fn query_blocks(mask: Mask, seqlen_q: i32, n0: i32, n_end: i32, bm: u32) -> (u32, u32) {
-    let shift = mask.shift as i64;
-    let lo = if mask.right >= 0 { n0 as i64 - shift - mask.right as i64 } else { 0 };
-    let hi = if mask.left >= 0 { n_end as i64 - 1 - shift + mask.left as i64 } else { seqlen_q as i64 - 1 };
-    let lo = if lo < 0 { 0 } else { lo };
-    let hi = if hi > seqlen_q as i64 - 1 { seqlen_q as i64 - 1 } else { hi };
-    if hi >= lo { (lo as u32 / bm, hi as u32 / bm + 1 - lo as u32 / bm) } else { (0, 0) }
+/// What every backward CTA takes from the launch (one definition for the three backward
+/// kernels): its (batch, kv head) from the grid's y, the query heads of the kv head's
+/// group, both lengths (i32), the head dim and the mask.
+#[derive(Clone, Copy)]
+pub(super) struct BwdCta {
+    pub b: u32,
+    pub kvh: u32,
+    pub group: u32,
+    pub sq: i32,
+    pub sk: i32,
+    pub hd: u32,
+    pub mask: Mask,
+}
+
+/// The query-block steps of one key block: every query block (of `bm` rows) with a query
+/// that sees one of its keys, for each query head of the group in turn.
+#[derive(Clone, Copy)]
+pub(super) struct Steps {
+    pub count: u32,
+    kvh: u32,
+    group: u32,
+    mb_lo: u32,
+    nq: u32,
+    bm: u32,
+}
+
+impl Steps {
+    /// (query head, first row) of step `it`: every query block of head 0, then head 1...
+    #[inline(always)]
+    pub fn at(self, it: u32) -> (u32, u32) {
+        (self.kvh * self.group + it / self.nq.max(1), (self.mb_lo + it % self.nq.max(1)) * self.bm)
+    }
+}
+
+impl BwdCta {
+    #[inline(always)]
+    pub fn of(p: &AttnBwdParams) -> BwdCta {
+        let bh = block_y();
+        let (sq, sk) = (p.seqlen_q as i32, p.seqlen_k as i32);
+        BwdCta {
+            b: bh / p.heads_kv.max(1),
+            kvh: bh % p.heads_kv.max(1),
+            group: p.group.max(1),
+            sq,
+            sk,
+            hd: p.head_dim,
+            mask: Mask { seqlen_k: sk, shift: sk - sq, left: p.window_left, right: p.window_right },
+        }
+    }
+
+    /// Row (b, h, 0) of lse / D and of the dQ accumulator (`[batch, heads_q, seqlen_q]`).
+    #[inline(always)]
+    pub fn stat_row(self, p: &AttnBwdParams, h: u32) -> usize {
+        (self.b as usize * p.heads_q as usize + h as usize) * p.seqlen_q as usize
+    }
+
+    /// The steps of keys [n0, n0 + bn): query i sees key j when j - shift - right <= i <=
+    /// j - shift + left (i64: no overflow); none when no query does.
+    #[inline(always)]
+    pub fn steps(self, n0: i32, bn: u32, bm: u32) -> Steps {
+        let (sq, mask) = (self.sq, self.mask);
+        let n_end = if n0 + bn as i32 > self.sk { self.sk } else { n0 + bn as i32 };
+        let shift = mask.shift as i64;
+        let lo = if mask.right >= 0 { n0 as i64 - shift - mask.right as i64 } else { 0 };
+        let hi = if mask.left >= 0 { n_end as i64 - 1 - shift + mask.left as i64 } else { sq as i64 - 1 };
+        let lo = if lo < 0 { 0 } else { lo };
+        let hi = if hi > sq as i64 - 1 { sq as i64 - 1 } else { hi };
+        let (mb_lo, nq) = if hi >= lo { (lo as u32 / bm, hi as u32 / bm + 1 - lo as u32 / bm) } else { (0, 0) };
+        Steps { count: nq * self.group, kvh: self.kvh, group: self.group, mb_lo, nq, bm }
+    }
+
+    /// lse and D of query rows [r0, r0 + bm) of head `h` into SRAM (cp.async, 4 bytes
+    /// each): lse by threads [0, bm), D by [bm, 2 bm) (whole warps: each branch takes its
+    /// tensor's address as is, no per-thread pointer); rows past seqlen_q are zeros (and
+    /// masked in `grad_scores`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn load_row_stats(self, p: &AttnBwdParams, h: u32, r0: u32, bm: u32, s_lse: Sram, s_delta: Sram) {
+        let t = tid();
+        let i = t % bm;
+        let ok = (i as i32) < self.sq - r0 as i32;
+        let at = self.stat_row(p, h) + if ok { (r0 + i) as usize } else { 0 };
+        let n = if ok { 4 } else { 0 };
+        unsafe {
+            if t < bm {
+                cp_async_4(s_lse.byte(i * 4), Hbm::<f32>::from_addr(p.lse).offset(at).ptr() as *const u8, n);
+            } else if t < 2 * bm {
+                cp_async_4(s_delta.byte(i * 4), Hbm::<f32>::from_addr(p.delta).offset(at).ptr() as *const u8, n);
+            }
+        }
+    }
 }
 
 /// The elementwise step of one warp's [16 MT keys x BM queries] tile, in place: s (= S^T,

@@ -29,13 +29,13 @@
 #[cfg(target_feature = "sm_90a")]
 use super::backward::BWD_D128_SM90;
 use super::backward::{AttnBwdParams, BWD_D64, BWD_D128};
-use super::block::{Mask, accumulate_rolled, scores_rolled, tanh_precise, to_a_frags};
-use super::bwd::{grad_scores_for, query_blocks};
+use super::block::{accumulate_rolled, scores_rolled, to_a_frags};
+use super::bwd::{BwdCta, grad_scores_for};
 use super::tile::load_tile;
 use crate::device::atomic::red_add_v2_f32;
-use crate::device::cp_async::{commit, cp_async_4, wait_group};
+use crate::device::cp_async::{commit, wait_group};
 use crate::device::ldmatrix::{ldmatrix_x4, ldmatrix_x4_trans};
-use crate::device::thread::{block_x, block_y, grid_x, lane, sync_threads, tid, warp};
+use crate::device::thread::{block_x, grid_x, lane, sync_threads, tid, warp};
 use crate::device::unroll::{opaque, pinned_u64};
 use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, TensorElem, unroll};
 
@@ -94,12 +94,8 @@ unsafe fn attn_bwd_exchange<
     let sub_q = QN as u32 * 8;
     let sq0 = slice * sub_q * SUBS;
 
-    let bh = block_y();
-    let (b, kvh) = (bh / p.heads_kv.max(1), bh % p.heads_kv.max(1));
-    let group = p.group.max(1);
-    let (sq, sk) = (p.seqlen_q as i32, p.seqlen_k as i32);
-    let hd = p.head_dim;
-    let mask = Mask { seqlen_k: sk, shift: sk - sq, left: p.window_left, right: p.window_right };
+    let cta = BwdCta::of(p);
+    let BwdCta { b, kvh, sq, sk, hd, mask, .. } = cta;
     let n_blocks = p.seqlen_k.div_ceil(BN);
 
     // SRAM (see BwdTile): K, V, 2 stages of Q, DOS of dO, dS^T, P^T, 2 stages of lse and D.
@@ -117,9 +113,6 @@ unsafe fn attn_bwd_exchange<
     // (through `pinned_u64`: not held across the query loop).
     let kv_off = || pinned_u64(b as u64 * p.k_batch_stride + (kvh * hd) as u64) as usize;
     let (q_all, do_all) = (Hbm::<u16>::from_addr(p.q), Hbm::<u16>::from_addr(p.dout));
-    let (lse_all, delta_all) = (Hbm::<f32>::from_addr(p.lse), Hbm::<f32>::from_addr(p.delta));
-    // Row (b, h, 0) of lse / D and of the dQ accumulator.
-    let stat_row = |h: u32| (b as usize * p.heads_q as usize + h as usize) * p.seqlen_q as usize;
     // The dQ accumulator (the deterministic mode adds this CTA's split where it writes).
     let dq_acc = HbmMut::<f32>::from_addr(p.dq_acc);
 
@@ -132,11 +125,8 @@ unsafe fn attn_bwd_exchange<
     let mut nb = block_x();
     while nb < n_blocks {
         let n0 = (nb * BN) as i32;
-        let n_end = if n0 + BN as i32 > sk { sk } else { n0 + BN as i32 };
-        let (mb_lo, nq) = query_blocks(mask, sq, n0, n_end, BM);
-        let steps = nq * group;
-        // (query head, first row) of step `it`: every query block of head 0, then head 1...
-        let step_at = |it: u32| (kvh * group + it / nq.max(1), (mb_lo + it % nq.max(1)) * BM);
+        let plan = cta.steps(n0, BN, BM);
+        let (steps, step_at) = (plan.count, |it: u32| plan.at(it));
         // Element offset of step `it`'s first row in q / dout, and its rows before seqlen_q.
         let step_rows = |it: u32| {
             let (h, r0) = step_at(it);
@@ -155,19 +145,7 @@ unsafe fn attn_bwd_exchange<
                 if DOS == 2 {
                     load_do(it, st);
                 }
-                // lse by threads [0, BM), D by [BM, 2 BM) (whole warps: each branch takes
-                // its tensor's address as is, no per-thread pointer); rows past seqlen_q
-                // are zeros (and masked below).
-                let t = tid();
-                let i = t % BM;
-                let ok = (i as i32) < valid;
-                let at = stat_row(h) + if ok { (r0 + i) as usize } else { 0 };
-                let n = if ok { 4 } else { 0 };
-                if t < BM {
-                    cp_async_4(s_lse(st).byte(i * 4), lse_all.offset(at).ptr() as *const u8, n);
-                } else if t < 2 * BM {
-                    cp_async_4(s_delta(st).byte(i * 4), delta_all.offset(at).ptr() as *const u8, n);
-                }
+                cta.load_row_stats(p, h, r0, BM, s_lse(st), s_delta(st));
             }
         };
 
@@ -288,7 +266,7 @@ unsafe fn attn_bwd_exchange<
             );
             // This lane's accumulator elements: rows r0 + 16 (MQ rt + mq) + l / 4 + 8 hf,
             // column pairs chunk * cw + 8 cn + 2 (l % 4) (None past seqlen_q or the head dim).
-            let acc_row = stat_row(h);
+            let acc_row = cta.stat_row(p, h);
             let at = |mq: usize, hf: usize, cn: usize| {
                 let row = r0 + ((MQ as u32 * rt + mq as u32) * 16 + l / 4 + 8 * hf as u32) as i32;
                 let col = chunk * cw + cn as u32 * 8 + (l % 4) * 2;

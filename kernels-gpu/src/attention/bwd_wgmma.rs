@@ -28,19 +28,23 @@
 //!   regs -> HBM   dQ += dS K (f32 red.add) per query block; dK, dV once at the end
 
 use super::backward::{WG_BWD_D64, WG_BWD_D128, WgBwdParams, WgBwdTile};
-use super::block::{Mask, to_a_frags};
-use super::bwd::{grad_scores_for, query_blocks};
+use super::block::to_a_frags;
+use super::bwd::{BwdCta, grad_scores_for};
 use crate::device::atomic::red_add_v2_f32;
-use crate::device::cp_async::{commit, cp_async_4, wait_group};
+use crate::device::cp_async::{commit, wait_group};
 use crate::device::sram::arena;
-use crate::device::thread::{block_x, block_y, lane, sync_threads, tid, warp};
-use crate::device::tma::{ParamAddr, arrive_expect_tx, fence_mbar_init, load_4d, mbar_init, mbar_wait, prefetch_map};
-use crate::device::wgmma::{WgAcc, WgElem, descriptor_sw128, fence_proxy_async, hold};
-use crate::device::{Bf16, F16, FragA, FragC, Hbm, HbmMut, Sram, unroll};
+use crate::device::thread::{block_x, lane, sync_threads, tid, warp};
+use crate::device::tma::{
+    ParamAddr, SLAB_ROW, arrive_expect_tx, fence_mbar_init, load_slabs, mbar_init, mbar_wait, prefetch_map,
+};
+use crate::device::wgmma::{
+    SW128_ROW_STEP, WgAcc, WgElem, fence_proxy_async, hold, sw128_k_major, sw128_k_step, sw128_mn_major,
+};
+use crate::device::{Bf16, F16, FragA, FragC, HbmMut, Sram, unroll};
 
-/// Keys per CTA and bytes per swizzled row.
+/// Keys per CTA; bytes per row of a swizzled slab.
 const BN: u32 = WgBwdTile::BLOCK_N;
-const ROW: u32 = 128;
+const ROW: u32 = SLAB_ROW;
 
 /// The kernel body. Const parameters: the tensor maps' address A; element type T; tile
 /// head dim D; BM queries per block; and the derived counts DK = D/16 (k-steps of S^T
@@ -80,18 +84,11 @@ unsafe fn attn_bwd_wg<
     let (l, w) = (lane(), warp());
     let (g, wq) = (w / 4, w % 4);
 
-    let bh = block_y();
-    let (b, kvh) = (bh / p.heads_kv.max(1), bh % p.heads_kv.max(1));
-    let group = p.group.max(1);
-    let (sq, sk) = (p.seqlen_q as i32, p.seqlen_k as i32);
-    let hd = p.head_dim;
-    let mask = Mask { seqlen_k: sk, shift: sk - sq, left: p.window_left, right: p.window_right };
+    let cta = BwdCta::of(p);
+    let BwdCta { b, kvh, sq, sk, hd, mask, .. } = cta;
     let n0 = (block_x() * BN) as i32;
-    let n_end = if n0 + BN as i32 > sk { sk } else { n0 + BN as i32 };
-    let (mb_lo, nq) = query_blocks(mask, sq, n0, n_end, BM);
-    let steps = nq * group;
-    // (query head, first row) of step `it`: every query block of head 0, then head 1...
-    let step_at = |it: u32| (kvh * group + it / nq.max(1), (mb_lo + it % nq.max(1)) * BM);
+    let plan = cta.steps(n0, BN, BM);
+    let (steps, step_at) = (plan.count, |it: u32| plan.at(it));
 
     // SRAM (see WgBwdTile), the arena aligned up to 1024 bytes.
     let base = (arena() + WgBwdTile::ALIGN - 1) & !(WgBwdTile::ALIGN - 1);
@@ -107,40 +104,19 @@ unsafe fn attn_bwd_wg<
 
     let maps = A::param_addr();
     let (q_map, k_map, v_map, do_map) = (maps, maps + 128, maps + 256, maps + 384);
-    // A [rows x D] tile: its D/64 slabs, each a box of 64 columns.
-    let load_tile = |map: u64, dst: u32, rows: u32, head: u32, first: i32, bar: u32| {
-        unroll::<2, _>(|slab| {
-            if (slab as u32) * 64 < D {
-                let c = [(slab as u32 * 64) as i32, head as i32, first, b as i32];
-                unsafe { load_4d(dst + slab as u32 * rows * ROW, map, c, bar) };
-            }
-        });
-    };
     let leader = tid() == 0;
-    let (lse_all, delta_all) = (Hbm::<f32>::from_addr(p.lse), Hbm::<f32>::from_addr(p.delta));
-    // Row (b, h, 0) of lse / D and of the dQ accumulator.
-    let stat_row = |h: u32| (b as usize * p.heads_q as usize + h as usize) * p.seqlen_q as usize;
-    // Step `it`'s Q and dO (thread 0, the copy engine) and lse and D (cp.async by
-    // threads [0, 2 BM); rows past seqlen_q are zeros, masked below) into stage `st`.
+    // Step `it`'s Q and dO (thread 0, the copy engine) and lse and D (cp.async) into
+    // stage `st`.
     let load_step = |it: u32, st: u32| {
         let (h, r0) = step_at(it);
         if leader {
             unsafe { arrive_expect_tx(bar_step(st), 2 * tile.tile_bytes(BM)) };
-            load_tile(q_map, s_q(st), BM, h, r0 as i32, bar_step(st));
-            load_tile(do_map, s_do(st), BM, h, r0 as i32, bar_step(st));
-        }
-        let t = tid();
-        let i = t % BM;
-        let ok = ((r0 + i) as i32) < sq;
-        let at = stat_row(h) + if ok { (r0 + i) as usize } else { 0 };
-        let n = if ok { 4 } else { 0 };
-        unsafe {
-            if t < BM {
-                cp_async_4(s_lse(st).byte(i * 4), lse_all.offset(at).ptr() as *const u8, n);
-            } else if t < 2 * BM {
-                cp_async_4(s_delta(st).byte(i * 4), delta_all.offset(at).ptr() as *const u8, n);
+            unsafe {
+                load_slabs::<D>(q_map, s_q(st), BM, h, r0 as i32, b, bar_step(st));
+                load_slabs::<D>(do_map, s_do(st), BM, h, r0 as i32, b, bar_step(st));
             }
         }
+        unsafe { cta.load_row_stats(p, h, r0, BM, s_lse(st), s_delta(st)) };
     };
 
     if steps > 0 {
@@ -156,8 +132,10 @@ unsafe fn attn_bwd_wg<
             }
             fence_mbar_init();
             unsafe { arrive_expect_tx(bar_kv, 2 * tile.tile_bytes(BN)) };
-            load_tile(k_map, s_k, BN, kvh, n0, bar_kv);
-            load_tile(v_map, s_v, BN, kvh, n0, bar_kv);
+            unsafe {
+                load_slabs::<D>(k_map, s_k, BN, kvh, n0, b, bar_kv);
+                load_slabs::<D>(v_map, s_v, BN, kvh, n0, b, bar_kv);
+            }
         }
         load_step(0, 0);
         commit();
@@ -166,14 +144,8 @@ unsafe fn attn_bwd_wg<
         mbar_wait(bar_kv, 0);
     }
 
-    // Descriptors (16-byte units), 128-byte swizzle (see fwd_wgmma.rs). K-major (the
-    // d columns are the reduction): SBO = 1024, a k-step of 16 columns is 32 B along the
-    // row, 4 per slab, then the next slab (rows x 128 B on). N-major (rows are the
-    // reduction, d along them): LBO = one slab, SBO = 1024, a k-step of 16 rows 2048 B.
-    let k_major = |addr: u32| descriptor_sw128(addr, 16, 1024);
-    let k_step = |kk: usize, rows: u32| ((kk as u32 / 4) * rows * ROW + (kk as u32 % 4) * 32) as u64 / 16;
-    let n_major = |addr: u32, rows: u32| descriptor_sw128(addr, rows * ROW, 1024);
-    let row_step = (16 * ROW / 16) as u64;
+    // Descriptors, 128-byte swizzle (`device::wgmma`): K-major where d is the reduction
+    // (S^T, dP^T) or dS^T's queries are (dK), MN-major where the rows are (dV, dK's Q, dQ).
     // Per step, from the arena's base through an opaque `mov` (so that LLVM recomputes
     // them in the loop instead of holding every k-step's 64-bit descriptor across it):
     // this warpgroup's keys in the K and V tiles (A of S^T and dP^T); for dQ = dS K
@@ -182,12 +154,12 @@ unsafe fn attn_bwd_wg<
     let (dq_q0, dq_col0) = if BM == 128 { (64 * g, 0) } else { (0, 64 * g) };
     let descs = || {
         let bp = Sram { addr: base }.pinned().addr;
-        let k_desc = k_major(bp + 64 * g * ROW);
-        let v_desc = k_major(bp + tile.v_offset() + 64 * g * ROW);
-        let ds_desc = n_major(bp + tile.ds_offset() + (dq_q0 / 64) * BN * ROW, BN);
-        let kt_desc = n_major(bp + (dq_col0 / 64) * BN * ROW, BN);
+        let k_desc = sw128_k_major(bp + 64 * g * ROW);
+        let v_desc = sw128_k_major(bp + tile.v_offset() + 64 * g * ROW);
+        let ds_desc = sw128_mn_major(bp + tile.ds_offset() + (dq_q0 / 64) * BN * ROW, BN);
+        let kt_desc = sw128_mn_major(bp + (dq_col0 / 64) * BN * ROW, BN);
         // dS^T as the A of dK += dS^T Q: this warpgroup's rows, K-major.
-        let dst_desc = k_major(bp + tile.ds_offset() + 64 * g * ROW);
+        let dst_desc = sw128_k_major(bp + tile.ds_offset() + 64 * g * ROW);
         (k_desc, v_desc, ds_desc, kt_desc, dst_desc)
     };
 
@@ -229,15 +201,15 @@ unsafe fn attn_bwd_wg<
             // wait for the previous half's dV.
             let mut s = [[FragC::zero(); QN]; 1];
             let mut dp = [[FragC::zero(); QN]; 1];
-            let (q_desc, do_desc) = (k_major(s_q(st) + q0 * ROW), k_major(s_do(st) + q0 * ROW));
+            let (q_desc, do_desc) = (sw128_k_major(s_q(st) + q0 * ROW), sw128_k_major(s_do(st) + q0 * ROW));
             s[0].fence();
             unroll::<DK, _>(|kk| unsafe {
-                s[0].mma_ss::<T>(k_desc + k_step(kk, BN), q_desc + k_step(kk, BM), kk != 0)
+                s[0].mma_ss::<T>(k_desc + sw128_k_step(kk, BN), q_desc + sw128_k_step(kk, BM), kk != 0)
             });
             crate::device::wgmma::commit();
             dp[0].fence();
             unroll::<DK, _>(|kk| unsafe {
-                dp[0].mma_ss::<T>(v_desc + k_step(kk, BN), do_desc + k_step(kk, BM), kk != 0)
+                dp[0].mma_ss::<T>(v_desc + sw128_k_step(kk, BN), do_desc + sw128_k_step(kk, BM), kk != 0)
             });
             crate::device::wgmma::commit();
             s[0].wait::<1>();
@@ -259,7 +231,8 @@ unsafe fn attn_bwd_wg<
             // N-major; one group.
             dv_acc[0].fence();
             unroll::<QK, _>(|kk| unsafe {
-                dv_acc[0].mma_rs_trans::<T>(&pa[0][kk], n_major(s_do(st) + q0 * ROW, BM) + row_step * kk as u64)
+                dv_acc[0]
+                    .mma_rs_trans::<T>(&pa[0][kk], sw128_mn_major(s_do(st) + q0 * ROW, BM) + SW128_ROW_STEP * kk as u64)
             });
             crate::device::wgmma::commit();
 
@@ -282,8 +255,8 @@ unsafe fn attn_bwd_wg<
         dk_acc[0].fence();
         unroll::<QB, _>(|kk| unsafe {
             dk_acc[0].mma_ss_major::<T, 0, 1>(
-                dst_desc + k_step(kk, BN),
-                n_major(s_q(st), BM) + row_step * kk as u64,
+                dst_desc + sw128_k_step(kk, BN),
+                sw128_mn_major(s_q(st), BM) + SW128_ROW_STEP * kk as u64,
                 true,
             )
         });
@@ -293,7 +266,11 @@ unsafe fn attn_bwd_wg<
         let mut dq = [[FragC::zero(); 8]; 1];
         dq[0].fence();
         unroll::<{ (BN / 16) as usize }, _>(|kk| unsafe {
-            dq[0].mma_ss_major::<T, 1, 1>(ds_desc + row_step * kk as u64, kt_desc + row_step * kk as u64, kk != 0)
+            dq[0].mma_ss_major::<T, 1, 1>(
+                ds_desc + SW128_ROW_STEP * kk as u64,
+                kt_desc + SW128_ROW_STEP * kk as u64,
+                kk != 0,
+            )
         });
         crate::device::wgmma::commit();
         dq[0].wait::<0>();
@@ -303,7 +280,7 @@ unsafe fn attn_bwd_wg<
 
         // This lane's dQ elements: queries r0 + dq_q0 + 16 (w % 4) + l/4 + 8 hf, columns
         // dq_col0 + 8 cn + 2 (l % 4).
-        let acc_row = stat_row(h);
+        let acc_row = cta.stat_row(p, h);
         let row_of = |hf: usize| r0 + (dq_q0 + 16 * wq + l / 4 + 8 * hf as u32) as i32;
         if r0 + BM as i32 <= sq && hd == D {
             let first = dq_acc.offset((acc_row + row_of(0) as usize) * D as usize + (dq_col0 + (l % 4) * 2) as usize);

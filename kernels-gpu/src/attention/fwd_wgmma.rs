@@ -22,9 +22,11 @@ use super::block::{Mask, inv_row_sum, mask_scores, online_softmax_lazy_deferred,
 use super::{WG_D64, WG_D128, WgFwdParams, WgTile};
 use crate::device::sram::arena;
 use crate::device::thread::{lane, sync_threads, tid, warp};
-use crate::device::tma::{ParamAddr, arrive_expect_tx, fence_mbar_init, load_4d, mbar_init, mbar_wait, prefetch_map};
+use crate::device::tma::{
+    ParamAddr, SLAB_ROW, arrive_expect_tx, fence_mbar_init, load_slabs, mbar_init, mbar_wait, prefetch_map,
+};
 use crate::device::warp::shfl_xor;
-use crate::device::wgmma::{WgAcc, WgElem, descriptor_sw128, hold};
+use crate::device::wgmma::{SW128_ROW_STEP, WgAcc, WgElem, hold, sw128_k_major, sw128_k_step, sw128_mn_major};
 use crate::device::{Bf16, F16, FragA, FragC, HbmMut, unroll};
 
 /// Lazy rescaling's slack in the exp2 domain (as `fwd.rs`): P <= 2^8.
@@ -86,25 +88,15 @@ unsafe fn attn_fwd_wg<
     // heads_q, d], K / V [batch, seqlen_k, heads_kv, d], coordinates innermost first.
     let maps = A::param_addr();
     let (q_map, k_map, v_map) = (maps, maps + 128, maps + 256);
-    const SLAB_BYTES: u32 = 128;
-    // A tile of `rows` rows: its D/64 slabs, each a box of 64 columns.
-    let load_tile = |map: u64, dst: u32, rows: u32, head: u32, first: i32, bar: u32| {
-        unroll::<2, _>(|slab| {
-            if (slab as u32) * WgTile::SLAB < D {
-                let c = [(slab as u32 * WgTile::SLAB) as i32, head as i32, first, b as i32];
-                unsafe { load_4d(dst + slab as u32 * rows * SLAB_BYTES, map, c, bar) };
-            }
-        });
-    };
     let kv_bytes = tile.tile_bytes(BN);
     // Issued by thread 0: K block nb into stage st, V block nb into stage st.
     let load_k = |nb: i32, st: u32| {
         unsafe { arrive_expect_tx(bar_k(st), kv_bytes) };
-        load_tile(k_map, s_k(st), BN, kv_h, nb * BN as i32, bar_k(st));
+        unsafe { load_slabs::<D>(k_map, s_k(st), BN, kv_h, nb * BN as i32, b, bar_k(st)) };
     };
     let load_v = |nb: i32, st: u32| {
         unsafe { arrive_expect_tx(bar_v(st), kv_bytes) };
-        load_tile(v_map, s_v(st), BN, kv_h, nb * BN as i32, bar_v(st));
+        unsafe { load_slabs::<D>(v_map, s_v(st), BN, kv_h, nb * BN as i32, b, bar_v(st)) };
     };
     let leader = tid() == 0;
 
@@ -126,24 +118,18 @@ unsafe fn attn_fwd_wg<
             }
             fence_mbar_init();
             unsafe { arrive_expect_tx(bar_q, tile.tile_bytes(block_m)) };
-            load_tile(q_map, s_q, block_m, h, r0, bar_q);
+            unsafe { load_slabs::<D>(q_map, s_q, block_m, h, r0, b, bar_q) };
             load_k(nb_lo, 0);
         }
         // The barriers are initialized before anyone waits on them.
         sync_threads();
     }
 
-    // Descriptors (16-byte units in the low bits: a byte offset X adds X / 16), 128-byte
-    // swizzle. Q and K are K-major: SBO = 1024 (8 rows of 128 B); a k-step of 16 d
-    // columns is 32 B along the row, 4 per slab, then the next slab (rows x 128 B on).
-    // V is MN-major (d along the 128-byte rows): LBO = one slab (the next 64 d columns),
-    // SBO = 1024 (8 keys); a k-step of 16 keys is 2048 B.
-    let k_major = |addr: u32| descriptor_sw128(addr, 16, 1024);
-    let k_step = |kk: usize, rows: u32| ((kk as u32 / 4) * rows * SLAB_BYTES + (kk as u32 % 4) * 32) as u64 / 16;
-    let q_desc = k_major(s_q + 64 * g * SLAB_BYTES);
-    let k_desc = |st: u32| k_major(s_k(st));
-    let v_desc = |st: u32| descriptor_sw128(s_v(st), BN * SLAB_BYTES, 1024);
-    let pv_step = (16 * SLAB_BYTES / 16) as u64;
+    // Descriptors, 128-byte swizzle: Q and K K-major (d is the reduction), V MN-major (the
+    // keys are; d along its rows).
+    let q_desc = sw128_k_major(s_q + 64 * g * SLAB_ROW);
+    let k_desc = |st: u32| sw128_k_major(s_k(st));
+    let v_desc = |st: u32| sw128_mn_major(s_v(st), BN);
 
     let warp_row = w * 16;
     let mut o_acc = [[FragC::zero(); DN]; 1];
@@ -170,7 +156,9 @@ unsafe fn attn_fwd_wg<
         mbar_wait(bar_k(stage(j)), parity(j));
         let kd = k_desc(stage(j));
         s[0].fence();
-        unroll::<DK, _>(|kk| unsafe { s[0].mma_ss::<T>(q_desc + k_step(kk, block_m), kd + k_step(kk, BN), kk != 0) });
+        unroll::<DK, _>(|kk| unsafe {
+            s[0].mma_ss::<T>(q_desc + sw128_k_step(kk, block_m), kd + sw128_k_step(kk, BN), kk != 0)
+        });
         crate::device::wgmma::commit();
     };
     // O += P_j V_j: KK products m64 n D k16, P from registers, one group (after V_j).
@@ -178,7 +166,7 @@ unsafe fn attn_fwd_wg<
         mbar_wait(bar_v(stage(j)), parity(j));
         let vd = v_desc(stage(j));
         o[0].fence();
-        unroll::<KK, _>(|kk| unsafe { o[0].mma_rs_trans::<T>(&p_frag[0][kk], vd + pv_step * kk as u64) });
+        unroll::<KK, _>(|kk| unsafe { o[0].mma_rs_trans::<T>(&p_frag[0][kk], vd + SW128_ROW_STEP * kk as u64) });
         crate::device::wgmma::commit();
     };
     // Block j's soft-cap, mask and online softmax (O's rescale deferred): P_j, alpha.

@@ -95,6 +95,24 @@ pub unsafe fn load_4d(dst: u32, map: u64, c: [i32; 4], bar: u32) {
     }
 }
 
+/// Bytes per row of a 128-byte-swizzled slab, and the elements of a 16-bit type in it.
+pub const SLAB_ROW: u32 = 128;
+pub const SLAB_COLS: u32 = 64;
+
+/// Rows [first, first + rows) of head `head` in batch `batch` of a 16-bit `[batch, seq,
+/// heads, D]` tensor (`map`: boxes of 64 columns x 1 x rows x 1, 128-byte swizzle) into
+/// SRAM at `dst`: D/64 slabs of rows x 128 B, one box each, all counted on `bar`.
+#[inline(always)]
+pub unsafe fn load_slabs<const D: u32>(map: u64, dst: u32, rows: u32, head: u32, first: i32, batch: u32, bar: u32) {
+    const { assert!(D % SLAB_COLS == 0 && D <= 2 * SLAB_COLS) };
+    super::unroll::<2, _>(|slab| {
+        if (slab as u32) * SLAB_COLS < D {
+            let c = [(slab as u32 * SLAB_COLS) as i32, head as i32, first, batch as i32];
+            unsafe { load_4d(dst + slab as u32 * rows * SLAB_ROW, map, c, bar) };
+        }
+    });
+}
+
 /// `prefetch.tensormap [map];` — fetches a tensor map into the copy engine's cache ahead
 /// of its first use.
 #[inline(always)]

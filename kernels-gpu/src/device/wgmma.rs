@@ -39,6 +39,31 @@ pub fn descriptor_sw128(addr: u32, lbo: u32, sbo: u32) -> u64 {
     descriptor(addr, lbo, sbo) | (1u64 << 62)
 }
 
+/// A K-major 128-byte-swizzled operand at `addr` (rows along M or N, the reduction along
+/// the 128-byte rows of its 64-column slabs).
+#[inline(always)]
+pub fn sw128_k_major(addr: u32) -> u64 {
+    descriptor_sw128(addr, 16, 1024)
+}
+
+/// What k-step `kk` (16 columns of 16-bit elements) adds to a [`sw128_k_major`]
+/// descriptor of a tile of `rows` rows: 32 bytes along the row, 4 per slab, then the next
+/// slab (rows x 128 bytes on).
+#[inline(always)]
+pub fn sw128_k_step(kk: usize, rows: u32) -> u64 {
+    ((kk as u32 / 4) * rows * 128 + (kk as u32 % 4) * 32) as u64 / 16
+}
+
+/// An MN-major 128-byte-swizzled operand at `addr` (the reduction along the rows, M or N
+/// along the 128-byte rows) of a tile of `rows` rows: LBO one slab (the next 64 columns).
+#[inline(always)]
+pub fn sw128_mn_major(addr: u32, rows: u32) -> u64 {
+    descriptor_sw128(addr, rows * 128, 1024)
+}
+
+/// What a k-step of 16 rows adds to a [`sw128_mn_major`] descriptor (2048 bytes).
+pub const SW128_ROW_STEP: u64 = 16 * 128 / 16;
+
 /// `wgmma.fence.sync.aligned;` — orders this warpgroup's earlier register accesses
 /// before the products that follow (needed before the first product and whenever an
 /// accumulator or a register A operand was written by other instructions).

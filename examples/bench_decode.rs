@@ -9,7 +9,11 @@
 //! those cases (batch, kv heads, cache length; `:1` paged). `--host` also reports the
 //! host time per call: 2000 calls queued without waiting, wall clock over the count.
 //!
-//!     cargo run --release --example bench_decode [-- --quick] [--splits 4,16] [--cases 1:8:32768] [--host]
+//! `--floor` instead reports the per-call costs around the kernel: an empty pair of
+//! events, a pair of output allocations, a 4-byte memset, a one-block decode, and the
+//! GQA 32k decode with and without an extra allocation pair.
+//!
+//!     cargo run --release --example bench_decode [-- --quick] [--splits 4,16] [--cases 1:8:32768] [--host] [--floor]
 
 use flashscan::attention::{DecodeOptions, KvCache, decode};
 use flashscan::runtime::GpuTensor;
@@ -98,6 +102,43 @@ fn report(batch: usize, heads_kv: usize, len: usize, paged: bool, splits: usize,
     );
 }
 
+/// The per-call costs around the decode kernel (`--floor`), medians of 200 calls.
+fn floor() -> Result<()> {
+    let gpu = Device::Cuda(0).gpu()?;
+    let ms = |t: Vec<f32>| median(&mut t.clone()) as f64 * 1e3;
+    let events = ms(time_ms(&gpu, 5, 200, |_| Ok(()))?);
+    let alloc_pair = || -> Result<()> {
+        let o = GpuTensor::<bf16>::uninit(&gpu, &[1, 1, HEADS, D])?;
+        let lse = GpuTensor::<f32>::uninit(&gpu, &[1, HEADS, 1])?;
+        drop((o, lse));
+        Ok(())
+    };
+    let allocs = ms(time_ms(&gpu, 5, 200, |_| alloc_pair())?);
+    let word = GpuTensor::<f32>::uninit(&gpu, &[1])?;
+    let memset = ms(time_ms(&gpu, 5, 200, |_| word.fill_bytes(0))?);
+    let q = device_random(&[1, 1, HEADS, D], 3)?;
+    let one = DecodeOptions { num_splits: Some(1), ..Default::default() };
+    let mut tiny =
+        KvCache::from_contiguous(device_random(&[1, 64, 8, D], 1)?, device_random(&[1, 64, 8, D], 2)?, &[64])?;
+    let tiny_us = ms(time_ms(&gpu, 5, 200, |_| decode(&q, &mut tiny, None, None, &one).map(|_| ()))?);
+    let len = 32768;
+    let shape = [1, len, 8, D];
+    let mut cache = KvCache::from_contiguous(device_random(&shape, 1)?, device_random(&shape, 2)?, &[len])?;
+    let opts = DecodeOptions::default();
+    let gqa = ms(time_ms(&gpu, 5, 200, |_| decode(&q, &mut cache, None, None, &opts).map(|_| ()))?);
+    let gqa_alloc = ms(time_ms(&gpu, 5, 200, |_| {
+        decode(&q, &mut cache, None, None, &opts)?;
+        alloc_pair()
+    })?);
+    println!(
+        "{{\"floor\":true,\"events_us\":{events:.2},\"alloc_pair_us\":{allocs:.2},\"memset_4b_us\":{memset:.2},\"one_block_decode_us\":{tiny_us:.2},\"gqa32k_us\":{gqa:.2},\"gqa32k_plus_alloc_pair_us\":{gqa_alloc:.2}}}"
+    );
+    eprintln!(
+        "events {events:.2} us, alloc pair {allocs:.2} us, 4-byte memset {memset:.2} us, one-block decode {tiny_us:.2} us, GQA 32k {gqa:.2} us, with an extra alloc pair {gqa_alloc:.2} us"
+    );
+    Ok(())
+}
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
@@ -150,6 +191,13 @@ fn main() {
         }
         None => Vec::new(),
     };
+    if args.iter().any(|a| a == "--floor") {
+        if let Err(e) = floor() {
+            eprintln!("bench_decode --floor: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let run = || -> Result<()> {
         let copy = copy_bandwidth_gbs(&gpu, 1 << 30, 20)?;
         eprintln!("{} — device-to-device copy {copy:.1} GB/s (read + write)", Device::Cuda(0).describe());

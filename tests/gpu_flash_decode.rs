@@ -101,3 +101,21 @@ fn gpu_empty_sequences_and_masked_rows() {
         check::<f16>(&c, gpu(), tol::<f16>()).unwrap();
     }
 }
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_lengths_by_value_and_from_memory() {
+    // Up to 16 sequences the kernel takes the lengths from its parameters, beyond that
+    // from the cache's device copy: both sides of the line, lengths that differ per
+    // sequence (empty ones too), one and several splits, a new token appended.
+    for batch in [15, 16, 17, 40] {
+        for splits in [None, Some(1), Some(3)] {
+            let mut c = DecodeCase::new(batch, 0, 2, 8, 2, 64);
+            c.cached = (0..batch).map(|b| (b * 97 + 13) % 331 * (b % 5).min(1)).collect();
+            c.new = 1;
+            c.num_splits = splits;
+            c.opts = AttentionOptions { causal: true, ..Default::default() };
+            check::<bf16>(&c, gpu(), tol::<bf16>()).unwrap();
+        }
+    }
+}

@@ -6,7 +6,8 @@ use super::decode::DecodeProblem;
 use super::kv_cache::{KvCache, Rotary};
 use super::{AttentionOutput, kernel_window};
 use crate::kernels::attention::decode::{
-    APPEND_THREADS, AttnSplitParams, KvAppendParams, SPLIT_BLOCK_N, SPLIT_ROWS, default_splits, split_tile_for,
+    APPEND_THREADS, AttnSplitParams, INLINE_SEQLENS, KvAppendParams, SPLIT_BLOCK_N, SPLIT_ROWS, default_splits,
+    split_tile_for,
 };
 use crate::runtime::{GpuTensor, LaunchGrid};
 use crate::{Element, Error, Result, Tensor};
@@ -159,6 +160,8 @@ pub(super) fn decode<T: Element>(
         softcap: (p.softcap > 0.0) as u32,
         score_pre: if p.softcap > 0.0 { p.scale / p.softcap } else { 0.0 },
         score_log2: std::f32::consts::LOG2_E * if p.softcap > 0.0 { p.softcap } else { p.scale },
+        inline_seqlens: (p.batch <= INLINE_SEQLENS) as u32,
+        seqlens_inline: inline_seqlens(cache.seqlens()),
     };
     let kernel = format!("attn_split_d{}_{}", tile.d, T::DTYPE.suffix());
     let cfg = LaunchGrid {
@@ -168,4 +171,14 @@ pub(super) fn decode<T: Element>(
     };
     gpu.launch(&kernel, cfg, &params)?;
     Ok(AttentionOutput { o: Tensor::Cuda(o), lse: Tensor::Cuda(lse) })
+}
+
+/// The first [`INLINE_SEQLENS`] cached lengths, as the kernel's parameters carry them
+/// (the device copy stays authoritative beyond them).
+fn inline_seqlens(seqlens: &[usize]) -> [u32; INLINE_SEQLENS] {
+    let mut v = [0u32; INLINE_SEQLENS];
+    for (d, &n) in v.iter_mut().zip(seqlens) {
+        *d = n as u32;
+    }
+    v
 }

@@ -27,7 +27,8 @@ pub struct AttnSplitParams {
     pub v: u64,
     /// u32 `[batch, pages_per_seq]`, or 0 for the contiguous layout.
     pub block_table: u64,
-    /// u32 `[batch]`: cached keys before this call's new tokens.
+    /// u32 `[batch]`: cached keys before this call's new tokens (read only when
+    /// `inline_seqlens` is 0).
     pub seqlens: u64,
     /// Final o (like q) and lse f32 `[batch, heads_q, seqlen_q]`, written when splits == 1.
     pub o: u64,
@@ -64,7 +65,15 @@ pub struct AttnSplitParams {
     pub softcap: u32,
     pub score_pre: f32,
     pub score_log2: f32,
+    /// batch <= INLINE_SEQLENS: 1 and `seqlens_inline[b]` = `seqlens[b]`, so that a CTA
+    /// starts its first K / V copies without a trip to HBM for its length (the cache
+    /// stream has evicted `seqlens` from L2 by the next call); else 0.
+    pub inline_seqlens: u32,
+    pub seqlens_inline: [u32; INLINE_SEQLENS],
 }
+
+/// Sequences whose lengths [`AttnSplitParams`] carries by value.
+pub const INLINE_SEQLENS: usize = 16;
 
 /// Launch parameters of `kv_append_*`: one thread per element of k_new, v_new and (when
 /// q_out != 0) q. New token i of sequence b goes to position `seqlens[b] + i`; query t

@@ -4,6 +4,8 @@
 //! kv_head x group + r % group, so one pass over the cache serves the whole group.
 //!
 //! Memory story:
+//!   params        the sequence lengths (batch <= 16): no trip to HBM before the first
+//!                 K / V copies
 //!   HBM  -> SRAM  Q rows once; K, V key blocks (64 keys), STAGES deep, cp.async with the
 //!                 L2 prefetch hint, through the page table when the cache is paged;
 //!                 K / V rows unpadded (2D bytes) with their 16-byte chunks swizzled, so
@@ -20,7 +22,7 @@
 
 use super::block::{Mask, accumulate_pv_at, inv_row_sum, mask_scores, online_softmax, row_lse, scores_at, softcap};
 use super::combine::{MergeRow, merge_row};
-use super::decode::{AttnSplitParams, SPLIT_D64, SPLIT_D128, SPLIT_D256, SPLIT_ROWS};
+use super::decode::{AttnSplitParams, INLINE_SEQLENS, SPLIT_D64, SPLIT_D128, SPLIT_D256, SPLIT_ROWS};
 use super::tile::load_tile_at;
 use crate::device::atomic::{atom_add_acq_rel_u32, fence_gpu};
 use crate::device::cp_async::{commit, cp_async_16, cp_async_16_prefetch, wait_group};
@@ -63,7 +65,19 @@ unsafe fn attn_split<
     let (b, kv_h) = (block_z() / heads_kv, block_z() % heads_kv);
     let hd = p.head_dim;
     let sq = p.seqlen_q as i32;
-    let len = (unsafe { Hbm::<u32>::from_addr(p.seqlens).load(b as usize) } + p.seqlen_new) as i32;
+    let cached = if p.inline_seqlens != 0 {
+        // Constant indices only: a run-time index would copy the parameters to the stack.
+        let mut n = 0;
+        unroll::<INLINE_SEQLENS, _>(|i| {
+            if i as u32 == b {
+                n = p.seqlens_inline[i];
+            }
+        });
+        n
+    } else {
+        unsafe { Hbm::<u32>::from_addr(p.seqlens).load(b as usize) }
+    };
+    let len = (cached + p.seqlen_new) as i32;
     let rows = group as i32 * sq;
     let r_last = if r0 + rows_per_cta as i32 > rows { rows - 1 } else { r0 + rows_per_cta as i32 - 1 };
     // Query tokens of this CTA's rows, and the keys any of them sees.
@@ -301,13 +315,15 @@ unsafe fn attn_split<
     }
 
     // The last CTA of this (row block, batch x kv head) to finish merges every split's
-    // partial. Each thread releases its partial stores (fence), the barrier gathers
-    // them, and one count per CTA on the row block's counter (acq_rel) tells the last;
-    // it puts the counter back to zero for the next launch.
-    fence_gpu();
+    // partial. The barrier orders every thread's partial stores before thread 0's
+    // fence, which releases them at GPU scope together (the pattern of a grid-wide
+    // barrier); one count per CTA on the row block's counter (acq_rel) tells the last,
+    // whose barrier then orders its threads' loads after the acquire. The last puts the
+    // counter back to zero for the next launch.
     sync_threads();
     let s_last = Sram::at(0);
     if tid() == 0 {
+        fence_gpu();
         let counter = HbmMut::<u32>::from_addr(p.counters).offset((block_z() * grid_y() + block_y()) as usize);
         let last = unsafe { atom_add_acq_rel_u32(counter.ptr(), 1) } + 1 == p.splits;
         if last {
@@ -319,7 +335,6 @@ unsafe fn attn_split<
     if unsafe { s_last.ld_b32(0) } == 0 {
         return;
     }
-    fence_gpu();
     // One warp per row of this CTA.
     let mut r = w;
     while r < rows_per_cta {

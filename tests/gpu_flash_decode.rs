@@ -119,3 +119,22 @@ fn gpu_lengths_by_value_and_from_memory() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn gpu_very_long_caches() {
+    // 300,001 keys (not a multiple of the 64-key block) in one sequence, GQA 8:1 at d=128:
+    // the heuristic's split count (127), the most splits (128) and one split; then two
+    // sequences of 250,000 and 77,777 keys, paged, 4 causal queries, f16.
+    for splits in [None, Some(128), Some(1)] {
+        let mut c = DecodeCase::new(1, 300_000, 1, 8, 1, 128);
+        c.new = 1;
+        c.num_splits = splits;
+        check::<bf16>(&c, gpu(), tol::<bf16>()).unwrap();
+    }
+    let mut c = DecodeCase::new(2, 0, 4, 4, 2, 64);
+    c.cached = vec![250_000, 77_777];
+    c.page_size = Some(256);
+    c.opts = AttentionOptions { causal: true, ..Default::default() };
+    check::<f16>(&c, gpu(), tol::<f16>()).unwrap();
+}

@@ -105,7 +105,7 @@ fn report(batch: usize, heads_kv: usize, len: usize, paged: bool, splits: usize,
 /// The per-call costs around the decode kernel (`--floor`), medians of 200 calls.
 fn floor() -> Result<()> {
     let gpu = Device::Cuda(0).gpu()?;
-    let ms = |t: Vec<f32>| median(&mut t.clone()) as f64 * 1e3;
+    let ms = |mut t: Vec<f32>| median(&mut t) as f64 * 1e3;
     let events = ms(time_ms(&gpu, 5, 200, |_| Ok(()))?);
     let alloc_pair = || -> Result<()> {
         let o = GpuTensor::<bf16>::uninit(&gpu, &[1, 1, HEADS, D])?;

@@ -105,9 +105,9 @@ fn gpu_empty_sequences_and_masked_rows() {
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn gpu_lengths_by_value_and_from_memory() {
-    // Up to 16 sequences the kernel takes the lengths from its parameters, beyond that
-    // from the cache's device copy: both sides of the line, lengths that differ per
-    // sequence (empty ones too), one and several splits, a new token appended.
+    // The first 16 sequences' lengths come from the kernel's parameters, later ones
+    // from the cache's device copy: batches on both sides of the line, lengths that
+    // differ per sequence (empty ones too), one and several splits, a new token appended.
     for batch in [15, 16, 17, 40] {
         for splits in [None, Some(1), Some(3)] {
             let mut c = DecodeCase::new(batch, 0, 2, 8, 2, 64);

@@ -160,7 +160,6 @@ pub(super) fn decode<T: Element>(
         softcap: (p.softcap > 0.0) as u32,
         score_pre: if p.softcap > 0.0 { p.scale / p.softcap } else { 0.0 },
         score_log2: std::f32::consts::LOG2_E * if p.softcap > 0.0 { p.softcap } else { p.scale },
-        inline_seqlens: (p.batch <= INLINE_SEQLENS) as u32,
         seqlens_inline: inline_seqlens(cache.seqlens()),
     };
     let kernel = format!("attn_split_d{}_{}", tile.d, T::DTYPE.suffix());
@@ -174,7 +173,7 @@ pub(super) fn decode<T: Element>(
 }
 
 /// The first [`INLINE_SEQLENS`] cached lengths, as the kernel's parameters carry them
-/// (the device copy stays authoritative beyond them).
+/// (the kernel reads the device copy for the sequences after them).
 fn inline_seqlens(seqlens: &[usize]) -> [u32; INLINE_SEQLENS] {
     let mut v = [0u32; INLINE_SEQLENS];
     for (d, &n) in v.iter_mut().zip(seqlens) {

@@ -27,8 +27,8 @@ pub struct AttnSplitParams {
     pub v: u64,
     /// u32 `[batch, pages_per_seq]`, or 0 for the contiguous layout.
     pub block_table: u64,
-    /// u32 `[batch]`: cached keys before this call's new tokens (read only when
-    /// `inline_seqlens` is 0).
+    /// u32 `[batch]`: cached keys before this call's new tokens (read for sequences
+    /// from INLINE_SEQLENS on; the first ones come from `seqlens_inline`).
     pub seqlens: u64,
     /// Final o (like q) and lse f32 `[batch, heads_q, seqlen_q]`, written when splits == 1.
     pub o: u64,
@@ -65,10 +65,9 @@ pub struct AttnSplitParams {
     pub softcap: u32,
     pub score_pre: f32,
     pub score_log2: f32,
-    /// batch <= INLINE_SEQLENS: 1 and `seqlens_inline[b]` = `seqlens[b]`, so that a CTA
-    /// starts its first K / V copies without a trip to HBM for its length (the cache
-    /// stream has evicted `seqlens` from L2 by the next call); else 0.
-    pub inline_seqlens: u32,
+    /// `seqlens[b]` for b < INLINE_SEQLENS (0 past the batch), so that a CTA of those
+    /// sequences starts its first K / V copies without a trip to HBM for its length
+    /// (the cache stream has evicted `seqlens` from L2 by the next call).
     pub seqlens_inline: [u32; INLINE_SEQLENS],
 }
 

@@ -4,7 +4,7 @@
 //! kv_head x group + r % group, so one pass over the cache serves the whole group.
 //!
 //! Memory story:
-//!   params        the sequence lengths (batch <= 16): no trip to HBM before the first
+//!   params        the first 16 sequences' lengths: no trip to HBM before the first
 //!                 K / V copies
 //!   HBM  -> SRAM  Q rows once; K, V key blocks (64 keys), STAGES deep, cp.async with the
 //!                 L2 prefetch hint, through the page table when the cache is paged;
@@ -65,7 +65,7 @@ unsafe fn attn_split<
     let (b, kv_h) = (block_z() / heads_kv, block_z() % heads_kv);
     let hd = p.head_dim;
     let sq = p.seqlen_q as i32;
-    let cached = if p.inline_seqlens != 0 {
+    let cached = if (b as usize) < INLINE_SEQLENS {
         // Constant indices only: a run-time index would copy the parameters to the stack.
         let mut n = 0;
         unroll::<INLINE_SEQLENS, _>(|i| {
